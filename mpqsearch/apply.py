@@ -1,0 +1,30 @@
+"""Applying a policy to a model: the one call users make with an exported policy file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from .policy import Policy
+from .quant.graph import layer_fingerprint
+from .quant.transform import quantize_model
+
+
+def apply_policy(model: nn.Module, policy: Policy, calib_data: Iterable[Any] | None = None, **kwargs: Any) -> nn.Module:
+    """A fake-quantized copy of ``model`` under ``policy``; ``model`` is left untouched.
+
+    ``calib_data`` is an iterable of example inputs (tensors, argument tuples or keyword dicts)
+    from which activation scales are calibrated; it may be omitted when every activation stays
+    at 32 bits. The policy must have been made for this model (same layers and weight shapes).
+    Extra keyword arguments go to :func:`mpqsearch.quant.quantize_model` (cached statistics).
+
+    Example::
+
+        policy = load_policy("policy.yaml", model)
+        qmodel = apply_policy(model, policy, calib_batches)
+        output = qmodel(x)
+    """
+    policy.check_model(layer_fingerprint(model))
+    return quantize_model(model, policy.layers, calib_data, **kwargs)

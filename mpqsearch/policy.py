@@ -1,0 +1,187 @@
+"""The policy: per-layer bit widths and quantizer settings, as a validated YAML file.
+
+A policy file names the model it was made for by its layer fingerprint (each quantizable layer's
+weight shape), so a policy for another model is refused instead of silently misapplied::
+
+    schema_version: 1
+    model:
+      layers: {stem: [8, 3, 3, 3], head: [10, 8]}
+    layers:
+      stem: {weight_bits: 8, act_bits: 8, scale: product, granularity: per_channel,
+             weight_clipping: mse, act_clipping: max}
+      head: {weight_bits: 4, act_bits: 8}    # omitted settings take their defaults
+    metrics: {psnr: 31.2, size_ratio: 0.21}   # measured, optional
+    provenance: {experiment: abc, trial: 7}   # where it came from, optional
+
+Files are read with ``yaml.safe_load`` only; every error is one line naming the file and the
+offending key or layer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from .quant.graph import layer_fingerprint
+from .quant.spec import FLOAT_BITS, LayerQuantConfig
+
+SCHEMA_VERSION = 1
+_TOP_KEYS = {"schema_version", "model", "layers", "metrics", "provenance"}
+_REQUIRED_LAYER_KEYS = ("weight_bits", "act_bits")
+
+Fingerprint = dict[str, tuple[int, ...]]
+_Fail = Callable[[str, str], "PolicyError"]
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be read or does not fit the model; the message names file and key."""
+
+
+class ModelIdentity(Protocol):
+    """Anything that knows a model's layers (a :class:`~mpqsearch.search_spaces.SearchSpace`)."""
+
+    def fingerprint(self) -> Fingerprint: ...
+
+
+@dataclass
+class Policy:
+    """Per-layer :class:`LayerQuantConfig` for one model, with what was measured and where from."""
+
+    layers: dict[str, LayerQuantConfig]
+    fingerprint: Fingerprint
+    metrics: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def uniform(cls, model: ModelIdentity | Mapping[str, tuple[int, ...]], weight_bits: int,
+                act_bits: int, **options: Any) -> Policy:
+        """The same bits for every layer. Layers that ``model`` keeps in float (a search space's
+        excluded layers, listed by its ``float_layers``) stay at 32 bits."""
+        fingerprint = dict(model.fingerprint()) if hasattr(model, "fingerprint") else dict(model)
+        keep_float = set(getattr(model, "float_layers", ()))
+        quantized = LayerQuantConfig(weight_bits, act_bits, **options)
+        floating = replace(quantized, weight_bits=FLOAT_BITS, act_bits=FLOAT_BITS)
+        layers = {name: floating if name in keep_float else quantized for name in fingerprint}
+        return cls(layers, {k: tuple(v) for k, v in fingerprint.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": {"layers": {name: list(shape) for name, shape in self.fingerprint.items()}},
+            "layers": {name: config.to_dict() for name, config in self.layers.items()},
+            "metrics": dict(self.metrics),
+            "provenance": dict(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<policy>") -> Policy:
+        """Validate and build a policy; errors are :class:`PolicyError` naming ``source``."""
+        def fail(key: str, problem: str) -> PolicyError:
+            return PolicyError(f"{source}: {key}: {problem}")
+
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"{source}: a policy file must be a YAML mapping, got {type(data).__name__}")
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise fail(str(key), f"unknown key (expected {', '.join(sorted(_TOP_KEYS))})")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise fail("schema_version", f"expected {SCHEMA_VERSION}, got {version!r}")
+        fingerprint = _read_fingerprint(data.get("model"), fail)
+        layers_data = data.get("layers")
+        if not isinstance(layers_data, Mapping) or not layers_data:
+            raise fail("layers", "must be a non-empty mapping of layer name to settings")
+        layers = {}
+        for name, settings in layers_data.items():
+            if name not in fingerprint:
+                raise fail(f"layers.{name}", "unknown layer: not in model.layers")
+            layers[name] = _read_layer(f"layers.{name}", settings, fail)
+        missing = [name for name in fingerprint if name not in layers]
+        if missing:
+            raise fail(f"layers.{missing[0]}", "missing layer: listed in model.layers but has no settings")
+        metrics = data.get("metrics") or {}
+        if not isinstance(metrics, Mapping) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+            raise fail("metrics", "must map metric names to numbers")
+        provenance = data.get("provenance") or {}
+        if not isinstance(provenance, Mapping):
+            raise fail("provenance", "must be a mapping")
+        return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance))
+
+    def check_model(self, model: ModelIdentity | Mapping[str, tuple[int, ...]], source: str = "<policy>") -> None:
+        """Raise :class:`PolicyError` unless ``model`` has exactly this policy's layers and shapes."""
+        theirs = dict(model.fingerprint()) if hasattr(model, "fingerprint") else dict(model)
+        for name, shape in self.fingerprint.items():
+            if name not in theirs:
+                raise PolicyError(f"{source}: layers.{name}: policy of another model: the model has no such layer")
+            if tuple(theirs[name]) != tuple(shape):
+                raise PolicyError(f"{source}: layers.{name}: policy of another model: weight shape "
+                                  f"{list(shape)} in the policy, {list(theirs[name])} in the model")
+        extra = [name for name in theirs if name not in self.fingerprint]
+        if extra:
+            raise PolicyError(f"{source}: layers.{extra[0]}: policy of another model: "
+                              "the model's layer is missing from the policy")
+
+
+def _read_fingerprint(model: Any, fail: _Fail) -> Fingerprint:
+    if not isinstance(model, Mapping) or not isinstance(model.get("layers"), Mapping) or not model["layers"]:
+        raise fail("model.layers", "must map every layer name to its weight shape")
+    fingerprint = {}
+    for name, shape in model["layers"].items():
+        if not isinstance(shape, list) or not shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise fail(f"model.layers.{name}", f"weight shape must be a list of positive integers, got {shape!r}")
+        fingerprint[str(name)] = tuple(shape)
+    return fingerprint
+
+
+def _read_layer(key: str, settings: Any, fail: _Fail) -> LayerQuantConfig:
+    if not isinstance(settings, Mapping):
+        raise fail(key, f"must be a mapping of settings, got {settings!r}")
+    allowed = LayerQuantConfig.field_names()
+    for name in settings:
+        if name not in allowed:
+            raise fail(f"{key}.{name}", f"unknown setting (expected {', '.join(allowed)})")
+    for name in _REQUIRED_LAYER_KEYS:
+        if name not in settings:
+            raise fail(f"{key}.{name}", "missing")
+    try:
+        return LayerQuantConfig(**settings)
+    except ValueError as err:
+        field_name, _, problem = str(err).partition(": ")
+        raise fail(f"{key}.{field_name}", problem) from None
+
+
+def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
+    """Write ``policy`` as YAML (layers in network order) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(policy.to_dict(), sort_keys=False, default_flow_style=None, width=200))
+    return path
+
+
+def load_policy(path: str | os.PathLike, model: Any = None) -> Policy:
+    """Read and validate a policy file; with ``model`` (a module or a search space), also check
+    that the policy was made for it."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise PolicyError(f"{source}: cannot read: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise PolicyError(f"{source}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    policy = Policy.from_dict(data, source)
+    if model is not None:
+        if not hasattr(model, "fingerprint"):
+            model = layer_fingerprint(model)
+        policy.check_model(model, source)
+    return policy

@@ -1,0 +1,79 @@
+"""What a layer's quantization is: bit widths and the choices of seed 004.
+
+This module holds only plain values (no torch), so the policy file can validate against the
+same constants the numerics use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+FLOAT_BITS = 32
+"""A bit width of 32 means "leave this tensor in float"."""
+MIN_BITS = 2
+MAX_BITS = 16
+VALID_BITS = (*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS)
+
+SCALE_KINDS = ("product", "shift")
+"""Seed 004, Table 1: ``product`` is any float scale, ``shift`` a power of two (``s = 2^-fl``)."""
+GRANULARITIES = ("per_channel", "per_tensor")
+CLIPPINGS = ("max", "mse", "percentile")
+
+
+def check_bits(bits: Any) -> int:
+    """Return ``bits`` if it is a valid bit width (2..16 or 32), else raise ``ValueError``."""
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ValueError(f"bits must be an integer, got {bits!r}")
+    if bits not in VALID_BITS:
+        raise ValueError(f"bits must be {MIN_BITS}..{MAX_BITS} or {FLOAT_BITS}, got {bits}")
+    return bits
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class LayerQuantConfig:
+    """How one layer is quantized.
+
+    ``weight_bits`` quantize the layer's weight (signed, symmetric); ``act_bits`` quantize the
+    layer's output activation, taken after the element-wise activation that follows the layer
+    (ReLU and friends), as seed 004 does: its gamma rule compares each layer's activation scale.
+
+    Defaults: weights per output channel with MSE clipping (seed 004 chose MSE truncation for
+    weights, Table 3); activations clipped at their calibrated maximum, the scale seed 004's gamma
+    rule reads.
+    """
+
+    weight_bits: int = 8
+    act_bits: int = 8
+    scale: str = "product"
+    granularity: str = "per_channel"
+    weight_clipping: str = "mse"
+    act_clipping: str = "max"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            try:
+                if f.name.endswith("bits"):
+                    check_bits(value)
+                elif f.name == "scale":
+                    _check_choice(f.name, value, SCALE_KINDS)
+                elif f.name == "granularity":
+                    _check_choice(f.name, value, GRANULARITIES)
+                else:
+                    _check_choice(f.name, value, CLIPPINGS)
+            except ValueError as err:
+                raise ValueError(f"{f.name}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
