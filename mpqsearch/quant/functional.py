@@ -1,8 +1,11 @@
 """Tensor numerics: clip values, scales and fake quantization (seed 004).
 
-Everything here is symmetric (zero point 0). Signed tensors use the narrow range
-``[-(2^(b-1) - 1), 2^(b-1) - 1]`` with ``s = c / (2^(b-1) - 1)``; unsigned tensors (after ReLU)
-use ``[0, 2^b - 1]`` with ``s = c / (2^b - 1)``. Rounding and the straight-through gradient come
+Everything here is symmetric (zero point 0). Signed tensors use ``s = c / (2^(b-1) - 1)``
+(seed 004); unsigned tensors (after ReLU) use ``[0, 2^b - 1]`` with ``s = c / (2^b - 1)``.
+Signed weights use the narrow range ``[-(2^(b-1) - 1), 2^(b-1) - 1]``; signed activations keep
+the extra level ``-2^(b-1)`` of the two's-complement range, so that an 8-bit activation is exactly
+an ONNX int8 QuantizeLinear (which saturates at -128, not -127) and the deployed model computes
+what the fake-quant model computes. Rounding and the straight-through gradient come
 from torch's fake-quantize kernels, so one code path serves PTQ and QAT.
 """
 
@@ -19,11 +22,11 @@ DEFAULT_PERCENTILE = 99.99
 _TINY = 1e-12
 
 
-def quant_range(bits: int, signed: bool) -> tuple[int, int]:
-    """The integer levels ``(qmin, qmax)`` of a symmetric quantizer."""
+def quant_range(bits: int, signed: bool, narrow: bool = True) -> tuple[int, int]:
+    """The integer levels ``(qmin, qmax)``; ``narrow`` drops ``-2^(b-1)`` from a signed range."""
     if signed:
         qmax = 2 ** (bits - 1) - 1
-        return -qmax, qmax
+        return (-qmax if narrow else -qmax - 1), qmax
     return 0, 2**bits - 1
 
 
@@ -45,7 +48,8 @@ def scale_from_clip(clip: torch.Tensor, bits: int, signed: bool, kind: str = "pr
 
 
 def fake_quantize(
-    x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, axis: int | None = None
+    x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, axis: int | None = None,
+    narrow: bool = True,
 ) -> torch.Tensor:
     """Quantize and dequantize ``x`` with a per-tensor (``axis=None``) or per-channel scale.
 
@@ -54,7 +58,7 @@ def fake_quantize(
     """
     if bits == FLOAT_BITS:
         return x
-    qmin, qmax = quant_range(bits, signed)
+    qmin, qmax = quant_range(bits, signed, narrow)
     scale = scale.to(torch.float32)
     if axis is None:
         zero = torch.zeros((), dtype=torch.int32, device=x.device)
@@ -74,6 +78,7 @@ def clip_values(
     clipping: str = "max",
     kind: str = "product",
     percentile: float = DEFAULT_PERCENTILE,
+    narrow: bool = True,
 ) -> torch.Tensor:
     """One clip value per row of a 2-D tensor (a row is a channel, or the whole tensor).
 
@@ -95,7 +100,7 @@ def clip_values(
     for fraction in MSE_GRID.tolist():
         clip = top * fraction
         scale = scale_from_clip(clip, bits, signed, kind)
-        err = (fake_quantize(rows, scale, bits, signed, axis=0) - rows).pow(2).mean(dim=1)
+        err = (fake_quantize(rows, scale, bits, signed, axis=0, narrow=narrow) - rows).pow(2).mean(dim=1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_clip = torch.where(better, clip, best_clip)

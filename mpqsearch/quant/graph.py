@@ -41,6 +41,10 @@ _JOIN_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.cat, torch.conc
 _JOIN_METHODS = {"add", "add_"}
 
 
+MODEL_INPUT = "<input>"
+"""Stands for a model input among a layer's input sources."""
+
+
 class UntraceableModelWarning(UserWarning):
     """The model could not be traced by torch.fx; activation ties are not applied."""
 
@@ -69,6 +73,8 @@ class GraphAnalysis:
     graph_module: fx.GraphModule | None
     sites: dict[str, ActivationSite]
     ties: list[tuple[str, ...]] = field(default_factory=list)
+    inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per layer, the layers whose quantized activations it reads (or :data:`MODEL_INPUT`)."""
 
     @property
     def traced(self) -> bool:
@@ -150,6 +156,25 @@ def _find_ties(graph: fx.Graph, site_layers: dict[str, str]) -> list[tuple[str, 
     return [tuple(g) for g in groups.values() if len(g) > 1]
 
 
+def _input_sources(node: fx.Node, site_layers: dict[str, str]) -> tuple[str, ...]:
+    """Walk back from a layer's input to the activation sites (or model inputs) it is computed from."""
+    found: dict[str, None] = {}
+    stack = [a for a in node.all_input_nodes]
+    seen: set[fx.Node] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.name in site_layers:
+            found[site_layers[current.name]] = None
+        elif current.op == "placeholder":
+            found[MODEL_INPUT] = None
+        else:
+            stack.extend(current.all_input_nodes)
+    return tuple(found)
+
+
 def analyze(model: nn.Module) -> GraphAnalysis:
     """Trace ``model`` and locate every quantizable layer's activation site and the ties."""
     layers = quantizable_layers(model)
@@ -172,7 +197,11 @@ def analyze(model: nn.Module) -> GraphAnalysis:
             site.nodes += (end.name,)
             site.unsigned = site.unsigned and unsigned  # a layer called twice: both must be >= 0
             site_layers[end.name] = node.target
+    inputs: dict[str, tuple[str, ...]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in layers:
+            inputs[node.target] = tuple(dict.fromkeys(inputs.get(node.target, ()) + _input_sources(node, site_layers)))
     order = list(sites)  # execution order
     ties = sorted((tuple(sorted(g, key=order.index)) for g in _find_ties(gm.graph, site_layers)),
                   key=lambda g: order.index(g[0]))
-    return GraphAnalysis(gm, sites, ties)
+    return GraphAnalysis(gm, sites, ties, inputs)

@@ -59,7 +59,7 @@ class ActFakeQuant(nn.Module):
     """Per-tensor activation quantizer; observes while ``observing`` is set.
 
     ``unsigned`` marks activations known to be non-negative (after ReLU): they use all ``2^b``
-    levels on ``[0, c]``. One instance serves every tensor of a tied group (seed 004: tensors
+    levels on ``[0, c]``; signed ones keep the level ``-2^(b-1)`` (see :mod:`.functional`). One instance serves every tensor of a tied group (seed 004: tensors
     joined by add or concat share one scale and bit width), so calibration merges their
     statistics.
     """
@@ -83,7 +83,7 @@ class ActFakeQuant(nn.Module):
         if self.observing:
             self.stats.update(x)
             return x
-        return fake_quantize(x, self.scale, self.bits, not self.unsigned)
+        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, unsigned={self.unsigned}, observing={self.observing}"

@@ -56,7 +56,7 @@ class ActivationStats:
             raise RuntimeError("activation was never observed during calibration")
         if clipping == "max":
             return torch.maximum(self.max, -self.min) if signed else self.max.clamp_min(0)
-        return clip_values(self.samples.reshape(1, -1), bits, signed, clipping, kind, percentile)[0]
+        return clip_values(self.samples.reshape(1, -1), bits, signed, clipping, kind, percentile, narrow=False)[0]
 
     def scale(self, bits: int, signed: bool, clipping: str = "max", kind: str = "product") -> torch.Tensor:
         return scale_from_clip(self.clip(bits, signed, clipping, kind), bits, signed, kind)

@@ -75,3 +75,21 @@ def model_size_bytes(model_or_space: nn.Module | SearchSpace, policy: Policy) ->
         if config.act_bits != FLOAT_BITS:
             act_scales[layer.act_key] = scale_bits
     return math.ceil((bits + sum(act_scales.values())) / 8)
+
+
+def bit_operations(space: SearchSpace, policy: Policy) -> int:
+    """BOPs: each layer's MACs times its weight bits times the bits of the activation it reads.
+
+    The input bits are those of the producing layers' activation quantizers (the widest, when a
+    layer reads several through an add or concat); a model input, or a layer whose inputs are
+    unknown (untraced model), counts as 32-bit float.
+    """
+    total = 0
+    for info in space.layers:
+        config = policy.layers[info.name]
+        sources = [s for s in info.input_from if s in policy.layers]
+        in_bits = max((policy.layers[s].act_bits for s in sources), default=FLOAT_BITS)
+        if len(sources) < len(info.input_from):
+            in_bits = FLOAT_BITS
+        total += info.macs * config.weight_bits * in_bits
+    return total

@@ -22,7 +22,9 @@ class LayerInfo:
     ``macs`` are multiply-accumulates for the example input as given (batch included), measured
     from the shapes seen in one forward pass, summed over calls if the layer runs more than once.
     ``params`` counts weight and bias elements. ``tied_group`` names the group of layers whose
-    activations share one scale and bit width (joined by add or concat), if any.
+    activations share one scale and bit width (joined by add or concat), if any. ``input_from``
+    lists the layers whose quantized activations this layer reads (``"<input>"`` for a model
+    input; empty if the model could not be traced).
     """
 
     name: str
@@ -38,6 +40,7 @@ class LayerInfo:
     stage: str
     tied_group: str | None
     act_unsigned: bool | None
+    input_from: tuple[str, ...] = ()
 
     @property
     def depthwise(self) -> bool:
@@ -110,5 +113,6 @@ def discover_layers(model: nn.Module, example_input: Any, stages: StageMap | Non
             stage=_stage_of(name, stages),
             tied_group=tie_names.get(name),
             act_unsigned=site.unsigned if site else None,
+            input_from=analysis.inputs.get(name, ()),
         ))
     return infos

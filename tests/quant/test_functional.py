@@ -85,6 +85,7 @@ def test_32_bits_returns_tensor_unchanged():
 def test_unsigned_range_uses_all_levels():
     assert quant_range(4, signed=False) == (0, 15)
     assert quant_range(4, signed=True) == (-7, 7)
+    assert quant_range(4, signed=True, narrow=False) == (-8, 7)
     x = torch.linspace(0, 1.5, 1000)
     q = fake_quantize(x, scale_from_clip(torch.tensor(1.5), 4, False), 4, False)
     assert q.unique().numel() == 16 and q.min() == 0

@@ -89,3 +89,18 @@ def test_model_size_bytes_by_hand(example_model, space):
     shift = Policy.uniform(space, 4, 8, scale="shift", granularity="per_tensor")
     shift_bits = weights * 4 + biases * 32 + (7 + act_scales) * 8
     assert model_size_bytes(space, shift) == -(-shift_bits // 8)
+
+
+def test_bit_operations_by_hand(space):
+    from mpqsearch.search_spaces.costs import bit_operations
+
+    layers = {layer.name: layer for layer in space.layers}
+    assert layers["branch_a"].input_from == ("block.depthwise", "stem")
+    assert layers["stem"].input_from == ("<input>",)
+    policy = Policy.uniform(space, 4, 8)
+    policy.layers["up"] = policy.layers["up"].__class__(6, 5)
+    macs = {n: layer.macs for n, layer in layers.items()}
+    expected = (macs["stem"] * 4 * 32  # reads the float model input
+                + sum(macs[n] * 4 * 8 for n in ("block.conv", "block.depthwise", "branch_a", "branch_b"))
+                + macs["up"] * 6 * 8 + macs["head"] * 4 * 5)
+    assert bit_operations(space, policy) == expected
