@@ -1,0 +1,110 @@
+"""A workload: the model, its data and its metric, everything one trial needs.
+
+Built-in workloads register themselves by name; a user workload is ``module:function`` returning
+a :class:`Workload`::
+
+    def my_workload() -> Workload:
+        return Workload(
+            name="my-net", task="classification",
+            build_model=lambda: load_my_trained_net(),      # trained weights, eval mode
+            example_input=torch.randn(1, 3, 32, 32),
+            calib_data=[x for x, _ in my_batches[:4]],     # model inputs only
+            eval_data=my_batches[4:],                       # (input, target) pairs
+            metric=top1_per_sample,                         # (output, target) -> {name: [N] tensor}
+            directions={"top1": "maximize"},
+        )
+
+``mpqsearch layers my_module:my_workload`` and ``mpqsearch evaluate my_module:my_workload`` then
+work as for a built-in one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+DIRECTIONS = ("maximize", "minimize")
+
+MetricFn = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
+"""``metric(output, target)`` returns, per metric name, one value per sample (shape ``[N]``);
+the evaluator averages them over all samples of the evaluation data."""
+
+
+@dataclass
+class Workload:
+    """Model factory, example input, calibration and evaluation data, and the metric.
+
+    ``calib_data`` is a sequence of model inputs (batches); ``eval_data`` a sequence of
+    ``(input, target)`` pairs. ``directions`` gives every metric the ``metric`` function returns
+    its direction, the first one being the primary metric. ``baselines`` holds reference values
+    that are not the model (bicubic upscaling for super-resolution), shown beside results.
+    """
+
+    name: str
+    task: str
+    build_model: Callable[[], nn.Module]
+    example_input: torch.Tensor
+    calib_data: Sequence[Any]
+    eval_data: Sequence[tuple[Any, torch.Tensor]]
+    metric: MetricFn
+    directions: dict[str, str]
+    baselines: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise ValueError(f"workload {self.name!r}: directions must name at least one metric")
+        for metric, direction in self.directions.items():
+            if direction not in DIRECTIONS:
+                raise ValueError(f"workload {self.name!r}: direction of {metric!r} must be maximize or "
+                                 f"minimize, got {direction!r}")
+
+    @property
+    def primary_metric(self) -> str:
+        return next(iter(self.directions))
+
+
+_REGISTRY: dict[str, Callable[[], Workload]] = {}
+
+
+def register_workload(name: str) -> Callable[[Callable[[], Workload]], Callable[[], Workload]]:
+    """Decorator registering a built-in workload factory under ``name``."""
+    def decorate(factory: Callable[[], Workload]) -> Callable[[], Workload]:
+        _REGISTRY[name] = factory
+        return factory
+    return decorate
+
+
+def workload_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def _load_builtins() -> None:
+    importlib.import_module("mpqsearch.trials.builtin")
+
+
+def get_workload(spec: str) -> Workload:
+    """A built-in workload by name, or a user workload by ``module:function``."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"workload {spec!r}: cannot import {module_name!r}: {err}") from None
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise ValueError(f"workload {spec!r}: {module_name} has no callable {attr!r}")
+        workload = factory()
+        if not isinstance(workload, Workload):
+            raise ValueError(f"workload {spec!r}: returned {type(workload).__name__}, not a mpqsearch Workload")
+        return workload
+    _load_builtins()
+    if spec not in _REGISTRY:
+        raise ValueError(f"unknown workload {spec!r}; built-in workloads: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[spec]()
