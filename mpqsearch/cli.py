@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from .search_spaces import SearchSpace
+from .specs import load_callable
 
 
 class CliError(Exception):
@@ -20,17 +20,10 @@ class CliError(Exception):
 
 def load_model(spec: str) -> nn.Module:
     """Build the model named ``module:factory`` (a function or class called with no arguments)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise CliError(f"model {spec!r}: expected MODULE:FACTORY, for example mpqsearch.example:build")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise CliError(f"model {spec!r}: cannot import {module_name!r}: {err}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise CliError(f"model {spec!r}: {module_name} has no callable {attr!r}")
-    model = factory()
+        model = load_callable(spec, "model")()
+    except ValueError as err:
+        raise CliError(str(err)) from None
     if not isinstance(model, nn.Module):
         raise CliError(f"model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()

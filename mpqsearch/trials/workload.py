@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..specs import load_callable
+
 DIRECTIONS = ("maximize", "minimize")
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
@@ -92,15 +94,7 @@ def _load_builtins() -> None:
 def get_workload(spec: str) -> Workload:
     """A built-in workload by name, or a user workload by ``module:function``."""
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ValueError(f"workload {spec!r}: cannot import {module_name!r}: {err}") from None
-        factory = getattr(module, attr, None)
-        if not callable(factory):
-            raise ValueError(f"workload {spec!r}: {module_name} has no callable {attr!r}")
-        workload = factory()
+        workload = load_callable(spec, "workload")()
         if not isinstance(workload, Workload):
             raise ValueError(f"workload {spec!r}: returned {type(workload).__name__}, not a mpqsearch Workload")
         return workload
