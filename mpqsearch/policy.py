@@ -29,6 +29,7 @@ import yaml
 
 from .quant.graph import layer_fingerprint
 from .quant.spec import FLOAT_BITS, LayerQuantConfig
+from .yamlio import read_yaml
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = {"schema_version", "model", "layers", "metrics", "provenance"}
@@ -169,16 +170,7 @@ def load_policy(path: str | os.PathLike, model: Any = None) -> Policy:
     """Read and validate a policy file; with ``model`` (a module or a search space), also check
     that the policy was made for it."""
     source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise PolicyError(f"{source}: cannot read: {err.strerror or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise PolicyError(f"{source}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(path, PolicyError)
     policy = Policy.from_dict(data, source)
     if model is not None:
         if not hasattr(model, "fingerprint"):
