@@ -88,6 +88,7 @@ def workload_names() -> list[str]:
 
 
 def _load_builtins() -> None:
+    importlib.import_module("mpqsearch.trials.example_workload")
     importlib.import_module("mpqsearch.trials.builtin")
 
 

@@ -1,0 +1,102 @@
+"""From an experiment file to what every driver needs: workload, space, seeds, objectives.
+
+Both drivers, and every NNI trial process, build the same :class:`ExperimentSetup` from the
+same file, so a trial evaluates exactly what the launcher planned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..policy import Policy
+from ..quant.spec import LayerQuantConfig
+from ..search_spaces import SearchSpace
+from ..strategies import StrategyContext, get_strategy
+from ..trials.evaluate import Evaluator, TrialResult
+from ..trials.workload import Workload, get_workload
+from .config import ConfigError, ExperimentConfig
+from .objectives import ObjectiveSet
+
+
+@dataclass
+class TrialOutcome:
+    """One finished trial as drivers record it."""
+
+    result: TrialResult
+    metrics: dict[str, float]
+    values: list[float]
+    violations: list[float]
+    scalar: float
+
+
+@dataclass
+class ExperimentSetup:
+    config: ExperimentConfig
+    workload: Workload
+    evaluator: Evaluator
+    space: SearchSpace
+    objectives: ObjectiveSet
+
+    def seeds(self) -> list[Policy]:
+        """The seed policies of every configured seed strategy, each marked with its strategy."""
+        context = StrategyContext(self.space, self.evaluator)
+        policies = []
+        for i, ref in enumerate(self.config.strategies.seed):
+            strategy = _strategy(self.config, "seed", i, ref.name, ref.args)
+            for policy in strategy.seed(context):
+                policy.provenance["strategy"] = strategy.name
+                policies.append(policy)
+        return policies
+
+    def run_trial(self, params: dict[str, Any]) -> TrialOutcome:
+        """Evaluate the policy of one parameter assignment; raises TrialError on failure."""
+        policy = self.space.policy_from_params(params)
+        result = self.evaluator.evaluate(policy, measure_latency=self.config.latency.backend != "none")
+        metrics = result.flat_metrics()
+        return TrialOutcome(result, metrics, self.objectives.values(metrics),
+                            self.objectives.violations(metrics), self.objectives.scalarize(metrics))
+
+
+def _strategy(config: ExperimentConfig, phase: str, index: int, name: str, args: dict[str, Any]):
+    try:
+        return get_strategy(name, **args)
+    except ValueError as err:
+        raise ConfigError(f"{config.source}: strategies.{phase}[{index}]: {err}") from None
+
+
+def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = None,
+                threads: int | None = None) -> ExperimentSetup:
+    """Load the workload, build and prune the search space; configuration errors name the key."""
+    try:
+        workload = get_workload(config.workload)
+    except ValueError as err:
+        raise ConfigError(f"{config.source}: workload: {err}") from None
+    latency_options = {} if config.latency.backend == "none" else {"threads": config.latency.threads}
+    try:
+        evaluator = Evaluator(workload, latency=config.latency.backend, latency_options=latency_options,
+                              threads=threads, cache_dir=cache_dir)
+    except ValueError as err:
+        raise ConfigError(f"{config.source}: latency: {err}") from None
+    options = config.search_space
+    base = LayerQuantConfig(8, 8, options.scale, options.granularity, options.weight_clipping, options.act_clipping)
+    try:
+        space = SearchSpace.from_model(
+            evaluator.model, workload.example_input, weight_bits=options.weight_bits, act_bits=options.act_bits,
+            include=options.include, exclude=options.exclude, overrides=options.overrides, base=base)
+    except ValueError as err:
+        raise ConfigError(f"{config.source}: search_space: {err}") from None
+    objectives = ObjectiveSet.from_config(config, workload)
+    for i, ref in enumerate(config.strategies.prune):
+        space = _strategy(config, "prune", i, ref.name, ref.args).prune(StrategyContext(space, evaluator))
+    return ExperimentSetup(config, workload, evaluator, space, objectives)
+
+
+def run_directory(config: ExperimentConfig, experiment_id: str) -> Path:
+    """Where one experiment keeps its files: ``<directory>/<id>/``."""
+    return config.experiment_dir / experiment_id
+
+
+__all__ = ["ExperimentSetup", "TrialOutcome", "build_setup", "run_directory"]

@@ -1,0 +1,31 @@
+"""Uniform-precision seeds: the baselines every mixed policy must beat."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..policy import Policy
+from .base import Strategy, StrategyContext, register_strategy
+
+
+@register_strategy("uniform")
+class UniformStrategy(Strategy):
+    """Seeds one uniform policy per ``(weight_bits, act_bits)`` pair (default W8A8, W6A8, W4A8).
+
+    Where a parameter does not offer the pair's bits (an override, a pruned layer), it takes its
+    nearest choice, the higher one on a tie, so seeds always lie in the (possibly pruned) space.
+    """
+
+    def __init__(self, bits: Sequence[Sequence[int]] = ((8, 8), (6, 8), (4, 8))) -> None:
+        self.bits = [tuple(pair) for pair in bits]
+        if any(len(pair) != 2 for pair in self.bits):
+            raise TypeError(f"bits must be [weight_bits, act_bits] pairs, got {bits!r}")
+
+    def seed(self, context: StrategyContext) -> list[Policy]:
+        params = context.space.parameters()
+        seeds = []
+        for weight, act in self.bits:
+            wanted = {name: weight if name.endswith("/w") else act for name in params}
+            seeds.append(context.space.policy_from_params(
+                {name: min(choices, key=lambda b: (abs(b - wanted[name]), -b)) for name, choices in params.items()}))
+        return seeds

@@ -1,0 +1,67 @@
+"""An on-disk cache of what trials share, so that a new trial process does not redo it.
+
+NNI runs every trial as a new process, and Optuna workers are separate processes too. What does
+not depend on the policy (FP32 metrics, calibration statistics, per-layer weight scales) is
+stored under one directory per (workload, model weights, data) fingerprint; writes are atomic
+(a temporary file renamed into place), so concurrent trials never read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _update_hash(digest: "hashlib._Hash", value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        digest.update(str((value.dtype, tuple(value.shape))).encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _update_hash(digest, item)
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            digest.update(str(key).encode())
+            _update_hash(digest, value[key])
+    else:
+        digest.update(repr(value).encode())
+
+
+def fingerprint(model: nn.Module, *data: Iterable[Any]) -> str:
+    """A short hash of the model's weights and the given data; changes when either changes."""
+    digest = hashlib.sha256()
+    _update_hash(digest, dict(model.state_dict()))
+    for items in data:
+        _update_hash(digest, list(items))
+    return digest.hexdigest()[:16]
+
+
+class TrialCache:
+    """Files under ``directory/key``: ``load`` returns ``None`` for a missing entry."""
+
+    def __init__(self, directory: str | os.PathLike, key: str) -> None:
+        self.path = Path(directory) / key
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def load(self, name: str) -> Any:
+        file = self.path / f"{name}.pt"
+        if not file.exists():
+            return None
+        return torch.load(file, weights_only=True)
+
+    def save(self, name: str, value: Any) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(value, handle)
+            os.replace(tmp, self.path / f"{name}.pt")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
