@@ -13,12 +13,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import optuna
 from optuna.trial import TrialState
 
 from .config import Algorithm, ConfigError, ExperimentConfig, load_config
+from .launcher import STOP_FILE, Progress
 from .setup import ExperimentSetup, build_setup
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
@@ -92,11 +93,13 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
 
 
 def run_trials(setup: ExperimentSetup, study: optuna.Study, deadline: float | None,
-               on_trial: Callable[[optuna.Study], None] | None = None) -> None:
-    """Run trials until the study's budget or the deadline is spent."""
+               on_trial: Callable[[optuna.Study], None] | None = None, stop_file: Path | None = None) -> None:
+    """Run trials until the study's budget or the deadline is spent, or ``stop_file`` appears."""
     objective = _objective(setup)
     while _count(study, FINISHED + (TrialState.RUNNING,)) < setup.config.budget.max_trials:
         if deadline is not None and time.time() >= deadline:
+            break
+        if stop_file is not None and stop_file.exists():
             break
         study.optimize(objective, n_trials=1, catch=(Exception,))
         if on_trial is not None:
@@ -111,7 +114,27 @@ def _worker_entry(config_path: str, study_name: str, run_dir: str, worker: int, 
     setup = build_setup(config, cache_dir=Path(run_dir) / "cache", threads=threads)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url(config, Path(run_dir))),
                               sampler=make_sampler(config.sampler, config.source, worker))
-    run_trials(setup, study, deadline)
+    run_trials(setup, study, deadline, stop_file=Path(run_dir) / STOP_FILE)
+
+
+def optuna_progress(config: ExperimentConfig, run_dir: Path, out: TextIO) -> Callable[[optuna.Study], None]:
+    """A progress printer for the study: counts and the best feasible first objective."""
+    del run_dir  # the study holds everything
+    first = config.objectives[0] if config.objectives else None
+    printer: Progress | None = None
+
+    def show(study: optuna.Study) -> None:
+        nonlocal printer
+        trials = study.get_trials(deepcopy=False)
+        if printer is None:
+            names = study.user_attrs.get("mpqsearch", {}).get("objectives") or [first.metric if first else "objective"]
+            printer = Progress(names[0], study.directions[0].name.lower(), config.budget.max_trials, out)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        feasible = [t.values[0] for t in complete if all(c <= 0 for c in (t.constraints or []))]
+        printer.show(len(complete), sum(t.state == TrialState.FAIL for t in trials),
+                     sum(t.state == TrialState.RUNNING for t in trials), printer.best(feasible))
+
+    return show
 
 
 class OptunaDriver:
@@ -166,7 +189,8 @@ class OptunaDriver:
         workers = self.config.budget.concurrency
         threads = max(1, (os.cpu_count() or 1) // workers)
         if workers == 1:
-            run_trials(setup, study, deadline, on_progress)
+            setup.evaluator.threads = threads
+            run_trials(setup, study, deadline, on_progress, self.run_dir / STOP_FILE)
             return study
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_entry, daemon=False,

@@ -1,0 +1,76 @@
+"""NNI's trial command: ``python -m mpqsearch.experiments.nni_trial EXPERIMENT_FILE RUN_DIR``.
+
+Reads the parameters NNI chose, evaluates that policy and reports the final metric as a dict
+whose ``default`` is the scalarized objective (what built-in tuners read) and whose other keys
+are the raw metrics (columns in the web UI, objectives for the multi-objective tuner); the
+workload's primary metric is also reported as an intermediate result, NNI's per-trial chart.
+Every trial also writes its full record (parameters, policy, metrics, strategy) as JSON under
+``RUN_DIR/trials/``, so nothing it measured depends on NNI's database alone. A failure prints its
+reason, is recorded there too, and exits non-zero: NNI marks the trial failed and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import nni
+
+from .config import load_config
+from .setup import build_setup
+
+
+def trial_threads() -> int:
+    """This trial's share of the cores: NNI runs ``concurrency`` trials at once."""
+    concurrency = max(1, int(os.environ.get("MPQSEARCH_CONCURRENCY", "1")))
+    return max(1, (os.cpu_count() or 1) // concurrency)
+
+
+def _write_record(run_dir: Path, record: dict) -> None:
+    directory = run_dir / "trials"
+    directory.mkdir(parents=True, exist_ok=True)
+    name = os.environ.get("NNI_TRIAL_JOB_ID", f"local-{os.getpid()}")
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, directory / f"{name}.json")
+
+
+def _strategy_of(run_dir: Path, params: dict) -> str:
+    seeds_file = run_dir / "seeds.json"
+    if seeds_file.exists():
+        for seed in json.loads(seeds_file.read_text()):
+            if seed["params"] == params:
+                return seed["strategy"]
+    return "tuner"
+
+
+def main(argv: list[str] | None = None) -> int:
+    config_path, run_dir_arg = (argv if argv is not None else sys.argv[1:])[:2]
+    run_dir = Path(run_dir_arg)
+    params = nni.get_next_parameter()
+    record = {"trial": os.environ.get("NNI_TRIAL_JOB_ID"), "params": params,
+              "strategy": _strategy_of(run_dir, params), "state": "FAILED"}
+    try:
+        config = load_config(config_path)
+        setup = build_setup(config, cache_dir=run_dir / "cache", threads=trial_threads())
+        outcome = setup.run_trial(params)
+    except Exception as err:  # noqa: BLE001 - reported to NNI as a failed trial
+        traceback.print_exc()
+        record["fail_reason"] = f"{type(err).__name__}: {err}"
+        _write_record(run_dir, record)
+        print(f"mpqsearch: trial failed: {record['fail_reason']}", file=sys.stderr)
+        return 1
+    record.update(state="SUCCEEDED", metrics=outcome.metrics, values=outcome.values,
+                  violations=outcome.violations, result=outcome.result.to_dict())
+    _write_record(run_dir, record)
+    nni.report_intermediate_result(outcome.result.metrics[setup.workload.primary_metric])
+    nni.report_final_result({"default": outcome.scalar, **outcome.metrics,
+                             "feasible": float(setup.objectives.feasible(outcome.metrics))})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
