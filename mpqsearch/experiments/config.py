@@ -294,7 +294,7 @@ def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
     for i, item in enumerate(data.get("constraints") or []):
         item = r.mapping(f"constraints[{i}]", item, ("metric", "max", "min"))
         metric = r.typed(f"constraints[{i}].metric", item.get("metric"), str, "a metric name")
-        bounds = {k: r.typed(f"constraints[{i}].{k}", item[k], (int, float), "a number") for k in ("max", "min") if k in item}
+        bounds = {k: r.typed(f"constraints[{i}].{k}", item[k], (int, float), "a number") for k in ("max", "min") if item.get(k) is not None}
         if not bounds:
             raise r.fail(f"constraints[{i}]", "needs max or min")
         config.constraints.append(Constraint(metric, **{k: float(v) for k, v in bounds.items()}))
