@@ -1,0 +1,306 @@
+"""HAQ-style latency lookup table: each layer timed alone once per precision, summed per policy.
+
+Execution model (ONNX Runtime 1.31, CPU). What decides a layer's speed is the kernel ONNX
+Runtime picks, and that depends on three bit widths, not on the exact number of bits:
+
+- ``int8``: the weight, the activation the layer reads directly (the quantized output of
+  another layer, not a model input and not an unquantized add, concat or mean of activations)
+  and the layer's own output activation all have 8 bits or fewer: ``DQ -> Conv -> Q`` fuses
+  into ``QLinearConv``. 2..8 bits all run the same int8 kernel; the narrower levels only cost
+  a ``DQ -> Clip -> Q`` (:mod:`mpqsearch.quant.export`), which this table does not see;
+- ``int16``: none of the three is 32 bits but one is wider than 8: a float kernel between
+  int16 Q/DQ (ONNX Runtime has no int16 convolution on the CPU);
+- ``float``: any of the three is 32 bits: a float kernel.
+
+(The output bits count because ONNX Runtime fuses only a convolution whose output is quantized;
+the input is the direct one because a quantized tensor that goes through an add first reaches
+the layer unquantized.) ConvTranspose and Gemm have no int8 kernel at all: their ``int8`` entry
+is measured like any other and comes out as float plus Q/DQ.
+
+Each (layer, kind) is measured as a one-layer ONNX model at the layer's real input shape
+(captured by a forward hook on the example input): for ``int8``/``int16`` an integer input,
+``DequantizeLinear``, the layer with integer weights, ``QuantizeLinear`` and an integer output,
+so the Q/DQ work on its input and output is counted once, where it runs; for ``float`` the
+float layer. What no layer entry sees (activations, adds, concats, pooling, the runtime's
+per-run cost) is one measured constant: the end-to-end FP32 time minus the FP32 sum, so the
+table gives the FP32 policy's time exactly. Everything else is an estimate; how far it is from
+an end-to-end measurement, :func:`compare_with_end_to_end` says.
+
+Tables are keyed by the model (its traced graph, layers and input shapes), the backend, and the
+machine (CPU model, ONNX Runtime version, thread count), and kept as JSON in ``cache_dir``
+(default ``~/.cache/mpqsearch/latency``); entries are measured the first time a policy needs
+them and written atomically, so concurrent trials can share one directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime
+import torch
+from torch import fx, nn
+from torch.nn.utils import parametrize
+
+from ...policy import Policy
+from ...quant.export import Dequantize, Quantize, container, export_onnx, weight_levels, write_onnx
+from ...quant.graph import analyze, quantizable_layers
+from ...quant.modules import WeightFakeQuant, weight_channel_axis
+from ...quant.spec import FLOAT_BITS, LayerQuantConfig
+from ...quant.transform import calibrate
+from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend
+from .ort import OnnxRuntimeBackend, time_onnx
+
+KINDS = ("int8", "int16", "float")
+DEFAULT_CACHE_DIR = Path("~/.cache/mpqsearch/latency")
+TABLE_VERSION = 1
+
+
+def execution_kind(weight_bits: int, input_bits: int, output_bits: int) -> str:
+    """``int8``, ``int16`` or ``float``: how ONNX Runtime runs a layer (module docstring)."""
+    bits = (weight_bits, input_bits, output_bits)
+    if FLOAT_BITS in bits:
+        return "float"
+    return "int8" if max(bits) <= 8 else "int16"
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What the table knows of one layer: where and how it runs in the model."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    calls: int
+    source: str | None
+    """The layer whose quantized output this layer reads directly; ``None``: anything else."""
+
+    def kind(self, policy: Policy) -> str:
+        config = policy.layers[self.name]
+        input_bits = policy.layers[self.source].act_bits if self.source else FLOAT_BITS
+        return execution_kind(config.weight_bits, input_bits, config.act_bits)
+
+
+def _direct_sources(analysis: Any, layers: dict[str, nn.Module]) -> dict[str, str | None]:
+    if analysis.graph_module is None:  # untraced: the inputs are unknown, count them as float
+        return {}
+    site_of = {node: layer for layer, site in analysis.sites.items() for node in site.nodes}
+    sources: dict[str, str | None] = {}
+    for node in analysis.graph_module.graph.nodes:
+        if node.op == "call_module" and node.target in layers:
+            arg = node.args[0] if node.args else None
+            source = site_of.get(arg.name) if isinstance(arg, fx.Node) else None
+            sources[node.target] = source if sources.get(node.target, source) == source else None
+    return sources
+
+
+def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPlan], str]:
+    """Every layer that runs on ``example_input``, and the model's structure (for the key)."""
+    layers = quantizable_layers(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+            calls[name] = calls.get(name, 0) + 1
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    try:
+        calibrate(model, [example_input])
+    finally:
+        for handle in handles:
+            handle.remove()
+    analysis = analyze(model)
+    sources = _direct_sources(analysis, layers)
+    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name)) for name, shape in shapes.items()}
+    structure = analysis.graph_module.code if analysis.traced else repr(model)
+    return plans, structure
+
+
+class _QuantizedLayer(nn.Module):
+    """One layer as ONNX Runtime runs it at ``bits``: integer levels in, integer levels out.
+
+    8-bit levels are uint8 whatever their sign: ONNX Runtime on x86 runs int8 activations as
+    uint8 (it rewrites int8 Q/DQ pairs) and does not fuse a convolution on an int8 graph input.
+    """
+
+    def __init__(self, layer: nn.Module, bits: int, example: torch.Tensor) -> None:
+        super().__init__()
+        self.bits, self.signed = bits, bits > 8
+        config = LayerQuantConfig(bits, bits, weight_clipping="max")
+        quantizer = WeightFakeQuant(layer.weight, config, weight_channel_axis(layer))
+        with torch.no_grad():
+            parametrize.register_parametrization(layer, "weight", weight_levels(quantizer(layer.weight), quantizer))
+            self.layer = layer
+            qmax = 2 ** (bits - 1) - 1
+            self.register_buffer("input_scale", example.abs().max() / qmax)
+            self.register_buffer("output_scale", layer(example).abs().max() / qmax)
+
+    def forward(self, levels: torch.Tensor) -> torch.Tensor:
+        x = Dequantize.apply(levels, self.input_scale, None)
+        return Quantize.apply(self.layer(x), self.output_scale, self.bits, self.signed)
+
+
+def one_layer_model(layer: nn.Module, plan: LayerPlan, kind: str) -> tuple[nn.Module, torch.Tensor]:
+    """``layer`` alone, as ONNX Runtime runs it at ``kind``, and an input for it."""
+    layer = copy.deepcopy(layer).eval()
+    example = torch.randn(plan.input_shape, generator=torch.Generator().manual_seed(0))
+    if kind == "float":
+        return layer, example
+    module = _QuantizedLayer(layer, 8 if kind == "int8" else 16, example)
+    dtype = container(module.bits, module.signed)[0]
+    info = torch.iinfo(dtype)
+    levels = torch.randint(info.min, info.max + 1, plan.input_shape, generator=torch.Generator().manual_seed(0))
+    return module, levels.to(dtype)
+
+
+def machine() -> dict[str, str]:
+    """What the timings depend on besides the model: the CPU model and the runtime's version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "onnxruntime": onnxruntime.__version__}
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``: readers
+    see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _timing(entry: dict[str, Any]) -> Timing:
+    return Timing(entry["median_ms"], entry["iqr_ms"], entry["runs"])
+
+
+@dataclass
+class _Model:
+    """A model the backend has seen: its plan, table key and file."""
+
+    module: nn.Module
+    example_input: Any
+    plans: dict[str, LayerPlan]
+    key: dict[str, Any]
+    path: Path
+
+
+@register_latency_backend
+class LookupTableBackend(TimedBackend):
+    """Sums measured per-layer latencies (see the module docstring); ``threads``, ``repeats`` and
+    ``warmup`` apply to the measurements behind the table, ``cache_dir`` says where it is kept."""
+
+    name = "lut"
+
+    def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        super().__init__(threads=threads, repeats=repeats, warmup=warmup)
+        self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
+        self._models: dict[int, _Model] = {}
+        self._tables: dict[Path, dict[str, Any]] = {}
+
+    def _model(self, model: nn.Module, example_input: Any) -> _Model:
+        seen = self._models.get(id(model))
+        if seen is None or seen.module is not model:
+            plans, structure = plan_layers(model, example_input)
+            fingerprint = hashlib.sha256(json.dumps({
+                "structure": structure,
+                "layers": {n: [repr(quantizable_layers(model)[n]), p.input_shape, p.calls] for n, p in plans.items()},
+            }, sort_keys=True).encode()).hexdigest()
+            key = {"model": fingerprint, "backend": "onnxruntime", "threads": self.threads, **machine(),
+                   "version": TABLE_VERSION}
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+            seen = self._models[id(model)] = _Model(model, example_input, plans, key, self.cache_dir / f"{digest}.json")
+        return seen
+
+    def table_path(self, model: nn.Module, example_input: Any) -> Path:
+        """The file holding ``model``'s table on this machine with this thread count."""
+        return self._model(model, example_input).path
+
+    def _table(self, seen: _Model) -> dict[str, Any]:
+        if seen.path not in self._tables:
+            stored = json.loads(seen.path.read_text()) if seen.path.exists() else {}
+            self._tables[seen.path] = stored if stored.get("key") == seen.key else {"key": seen.key, "layers": {}}
+        return self._tables[seen.path]
+
+    def _save(self, seen: _Model, table: dict[str, Any]) -> None:
+        """Merge with what another process may have written meanwhile, then write atomically."""
+        if seen.path.exists():
+            stored = json.loads(seen.path.read_text())
+            if stored.get("key") == seen.key:
+                for layer, entries in stored.get("layers", {}).items():
+                    table["layers"].setdefault(layer, {}).update(
+                        {k: v for k, v in entries.items() if k not in table["layers"].get(layer, {})})
+                table.setdefault("end_to_end_fp32", stored.get("end_to_end_fp32"))
+        write_json_atomic(seen.path, table)
+
+    def _measure(self, path: Path, example: Any) -> dict[str, Any]:
+        timing = time_onnx(path, example, threads=self.threads, warmup=self.warmup, repeats=self.repeats)
+        return {"median_ms": timing.median_ms, "iqr_ms": timing.iqr_ms, "runs": timing.runs}
+
+    def _fill(self, seen: _Model, wanted: set[tuple[str, str]]) -> dict[str, Any]:
+        """Measure the wanted (layer, kind) entries and the FP32 end-to-end time the table lacks."""
+        table = self._table(seen)
+        missing = sorted((layer, kind) for layer, kind in wanted if kind not in table["layers"].get(layer, {}))
+        if not missing and table.get("end_to_end_fp32"):
+            return table
+        layers = quantizable_layers(seen.module)
+        with tempfile.TemporaryDirectory(prefix="mpqsearch-lut-") as tmp:
+            for layer, kind in missing:
+                module, example = one_layer_model(layers[layer], seen.plans[layer], kind)
+                path = write_onnx(module, example, Path(tmp) / f"{layer}-{kind}.onnx")
+                table["layers"].setdefault(layer, {})[kind] = self._measure(path, example)
+            if not table.get("end_to_end_fp32"):
+                path = export_onnx(seen.module, seen.example_input, Path(tmp) / "fp32.onnx")
+                table["end_to_end_fp32"] = self._measure(path, seen.example_input)
+        self._save(seen, table)
+        return table
+
+    def estimate(self, model: nn.Module, example_input: Any, policy: Policy) -> Timing:
+        """The table's latency for ``policy``: per-layer medians at their kinds plus the
+        constant, and the per-layer IQRs added up (as if the layers' run-to-run variations moved
+        together). Measures whatever entries the table still lacks."""
+        seen = self._model(model, example_input)
+        kinds = {name: plan.kind(policy) for name, plan in seen.plans.items()}
+        wanted = {(name, kind) for name, kind in kinds.items()} | {(name, "float") for name in seen.plans}
+        table = self._fill(seen, wanted)
+        entries = table["layers"]
+        fp32 = sum(plan.calls * entries[name]["float"]["median_ms"] for name, plan in seen.plans.items())
+        overhead = table["end_to_end_fp32"]["median_ms"] - fp32
+        median = overhead + sum(seen.plans[n].calls * entries[n][k]["median_ms"] for n, k in kinds.items())
+        iqr = sum(seen.plans[n].calls * entries[n][k]["iqr_ms"] for n, k in kinds.items())
+        return Timing(median, iqr, self.repeats)
+
+    def measure(self, request: LatencyRequest) -> LatencyResult:
+        if request.policy is None:
+            raise ValueError("the lut latency backend sums a policy's layers: the request has no policy")
+        return self.result(self.estimate(request.model, request.example_input, request.policy), "lookup-table")
+
+
+def compare_with_end_to_end(request: LatencyRequest, **options: Any) -> tuple[LatencyResult, LatencyResult]:
+    """The lookup-table estimate and an end-to-end ONNX Runtime measurement of the same request,
+    with the same ``threads``, ``repeats`` and ``warmup`` (``cache_dir`` goes to the table)."""
+    table = LookupTableBackend(**options)
+    options.pop("cache_dir", None)
+    return table.measure(request), OnnxRuntimeBackend(**options).measure(request)

@@ -1,0 +1,50 @@
+"""Eager PyTorch timing of the fake-quant model itself: no export, no runtime, for comparison.
+
+Fake quantization runs in float, so this measures the cost of simulating a policy, not of
+deploying it; use it to see what ONNX Runtime gains, or where ONNX Runtime is not available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.nn.utils import parametrize
+
+from .base import LatencyRequest, LatencyResult, TimedBackend, register_latency_backend, time_calls
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` for the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@register_latency_backend
+class TorchBackend(TimedBackend):
+    """Times ``qmodel(example_input)`` in eval mode under ``torch.inference_mode`` with
+    ``threads`` torch threads; weight fake quantization is cached over the runs
+    (``parametrize.cached``), as a deployed model would hold its weights once."""
+
+    name = "torch"
+
+    def measure(self, request: LatencyRequest) -> LatencyResult:
+        model = request.qmodel
+        if model is None:
+            raise ValueError("the torch latency backend times the quantized model: the request has none")
+        inputs = request.example_input
+        args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch_threads(self.threads), torch.inference_mode(), parametrize.cached():
+                timing = time_calls(lambda: model(*args), warmup=self.warmup, repeats=self.repeats)
+        finally:
+            model.train(was_training)
+        return self.result(timing, "end-to-end")

@@ -1,0 +1,154 @@
+"""Latency backends: structure of their results, the lookup table's cache and arithmetic.
+
+Nothing here asserts on a timing: runs are few and only the shape of the answers is checked.
+"""
+
+import json
+
+import pytest
+import torch
+
+from mpqsearch import Policy, SearchSpace, apply_policy
+from mpqsearch.trials.latency import (LatencyRequest, LatencyResult, LookupTableBackend, Timing,
+                                      compare_with_end_to_end, get_latency_backend, latency_backend_names, lut)
+from mpqsearch.trials.latency.lut import execution_kind, plan_layers, write_json_atomic
+
+FAST = {"repeats": 3, "warmup": 1}
+
+
+@pytest.fixture
+def request_for(example_model, example_input, calib_data):
+    space = SearchSpace.from_model(example_model, example_input)
+
+    def make(weight_bits=8, act_bits=8):
+        policy = Policy.uniform(space, weight_bits, act_bits)
+        qmodel = apply_policy(example_model, policy, calib_data)
+        return LatencyRequest(example_model, qmodel, example_input, space, policy)
+    return make
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Replace the lookup table's timer by a counter returning a fixed timing per file name."""
+    calls = []
+
+    def fake_time_onnx(path, example_input, *, threads, warmup, repeats):
+        calls.append(path.name)
+        return Timing(float(len(path.stem)), 0.5, repeats)  # deterministic, name-dependent
+    monkeypatch.setattr(lut, "time_onnx", fake_time_onnx)
+    return calls
+
+
+def test_registry_and_options():
+    assert latency_backend_names() == ["lut", "none", "onnxruntime", "torch"]
+    with pytest.raises(ValueError, match="unknown latency backend 'tvm'.*lut, none, onnxruntime, torch"):
+        get_latency_backend("tvm")
+    with pytest.raises(ValueError, match="'onnxruntime'.*'cores'"):
+        get_latency_backend("onnxruntime", cores=2)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        get_latency_backend("torch", threads=0)
+    with pytest.raises(ValueError, match="'none'.*'threads'"):
+        get_latency_backend("none", threads=1)
+
+
+def test_none_measures_nothing(request_for):
+    assert get_latency_backend("none").measure(request_for()) is None
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_end_to_end_results(name, request_for):
+    result = get_latency_backend(name, threads=1, **FAST).measure(request_for(4, 8))
+    assert isinstance(result, LatencyResult)
+    assert (result.backend, result.method, result.runs, result.threads) == (name, "end-to-end", 3, 1)
+    assert result.median_ms > 0 and result.iqr_ms >= 0
+    assert set(result.to_dict()) == {"median_ms", "iqr_ms", "runs", "backend", "method", "threads"}
+    json.dumps(result.to_dict())
+
+
+def test_backends_need_what_they_time(request_for):
+    request = request_for()
+    without_model = LatencyRequest(request.model, None, request.example_input, request.space, request.policy)
+    for name in ("onnxruntime", "torch"):
+        with pytest.raises(ValueError, match="quantized model"):
+            get_latency_backend(name).measure(without_model)
+    without_policy = LatencyRequest(request.model, request.qmodel, request.example_input)
+    with pytest.raises(ValueError, match="no policy"):
+        get_latency_backend("lut").measure(without_policy)
+
+
+def test_torch_backend_restores_threads_and_mode(request_for):
+    request = request_for()
+    request.qmodel.train()
+    before = torch.get_num_threads()
+    get_latency_backend("torch", threads=1, **FAST).measure(request)
+    assert torch.get_num_threads() == before and request.qmodel.training
+
+
+def test_execution_kinds():
+    assert execution_kind(8, 8, 8) == execution_kind(2, 4, 6) == "int8"
+    assert execution_kind(8, 16, 8) == execution_kind(16, 12, 9) == "int16"
+    assert execution_kind(32, 8, 8) == execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == "float"
+
+
+def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):
+    plans, _ = plan_layers(example_model, example_input)
+    sources = {name: plan.source for name, plan in plans.items()}
+    # the model input, the residual add, the concat and the mean reach their layers unquantized
+    assert sources == {"stem": None, "block.conv": "stem", "block.depthwise": "block.conv", "branch_a": None,
+                       "branch_b": None, "up": None, "head": None}
+    assert plans["up"].input_shape == (1, 16, 32, 32) and plans["head"].input_shape == (1, 8)
+    policy = Policy.uniform(SearchSpace.from_model(example_model, example_input), 8, 8)
+    assert plans["block.depthwise"].kind(policy) == "int8" and plans["branch_a"].kind(policy) == "float"
+
+
+def test_lookup_table_sums_its_entries(counted, request_for, tmp_path):
+    backend = LookupTableBackend(cache_dir=tmp_path, **FAST)
+    fp32 = backend.measure(request_for(32, 32))
+    table = json.loads(backend.table_path(request_for().model, request_for().example_input).read_text())
+    assert fp32.median_ms == pytest.approx(table["end_to_end_fp32"]["median_ms"])  # the constant's definition
+    assert (fp32.backend, fp32.method) == ("lut", "lookup-table")
+    w8a8 = backend.measure(request_for(8, 8))
+    entries = table["layers"]
+    # block.conv and block.depthwise switch from float to int8 entries; the rest stay float
+    delta = sum(len(f"{n}-int8") - len(f"{n}-float") for n in ("block.conv", "block.depthwise"))
+    assert w8a8.median_ms == pytest.approx(fp32.median_ms + delta)
+    assert "int16" not in entries["stem"]  # measured on demand only
+
+
+def test_lookup_table_round_trips_through_its_file(counted, request_for, tmp_path):
+    request = request_for(4, 8)
+    first = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
+    measured = len(counted)
+    assert measured == 7 + 2 + 1  # every layer in float, two in int8, the FP32 model end to end
+    second = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
+    assert len(counted) == measured and second == first
+    LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request_for(8, 16))
+    assert len(counted) == measured + 2  # only the new int16 entries
+
+
+def test_lookup_table_key_depends_on_threads(request_for, tmp_path):
+    request = request_for()
+    one = LookupTableBackend(cache_dir=tmp_path, threads=1).table_path(request.model, request.example_input)
+    two = LookupTableBackend(cache_dir=tmp_path, threads=2).table_path(request.model, request.example_input)
+    again = LookupTableBackend(cache_dir=tmp_path, threads=1).table_path(request.model, request.example_input)
+    assert one != two and one == again and one.parent == tmp_path
+
+
+def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "table.json"
+    write_json_atomic(path, {"layers": {"a": 1}})
+
+    def broken_dump(data, handle, **kwargs):
+        handle.write('{"layers": {"a"')  # half a file, then the process dies
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lut.json, "dump", broken_dump)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomic(path, {"layers": {"a": 2}})
+    assert json.loads(path.read_text()) == {"layers": {"a": 1}}
+    assert [p.name for p in tmp_path.iterdir()] == ["table.json"]
+
+
+def test_compare_with_end_to_end(counted, request_for, tmp_path):
+    table, end_to_end = compare_with_end_to_end(request_for(), cache_dir=tmp_path, **FAST)
+    assert (table.method, end_to_end.method) == ("lookup-table", "end-to-end")
+    assert end_to_end.backend == "onnxruntime" and end_to_end.runs == 3
