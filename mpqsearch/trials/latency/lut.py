@@ -191,8 +191,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def _timing(entry: dict[str, Any]) -> Timing:
-    return Timing(entry["median_ms"], entry["iqr_ms"], entry["runs"])
+def _read_table(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored table for ``key``; ``None`` when there is none (or an unreadable one: it is a
+    cache, measured again and overwritten)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) and stored.get("key") == key else None
 
 
 @dataclass
@@ -224,9 +230,10 @@ class LookupTableBackend(TimedBackend):
         seen = self._models.get(id(model))
         if seen is None or seen.module is not model:
             plans, structure = plan_layers(model, example_input)
+            layers = quantizable_layers(model)
             fingerprint = hashlib.sha256(json.dumps({
                 "structure": structure,
-                "layers": {n: [repr(quantizable_layers(model)[n]), p.input_shape, p.calls] for n, p in plans.items()},
+                "layers": {n: [repr(layers[n]), p.input_shape, p.calls] for n, p in plans.items()},
             }, sort_keys=True).encode()).hexdigest()
             key = {"model": fingerprint, "backend": "onnxruntime", "threads": self.threads, **machine(),
                    "version": TABLE_VERSION}
@@ -240,19 +247,17 @@ class LookupTableBackend(TimedBackend):
 
     def _table(self, seen: _Model) -> dict[str, Any]:
         if seen.path not in self._tables:
-            stored = json.loads(seen.path.read_text()) if seen.path.exists() else {}
-            self._tables[seen.path] = stored if stored.get("key") == seen.key else {"key": seen.key, "layers": {}}
+            self._tables[seen.path] = _read_table(seen.path, seen.key) or {"key": seen.key, "layers": {}}
         return self._tables[seen.path]
 
     def _save(self, seen: _Model, table: dict[str, Any]) -> None:
         """Merge with what another process may have written meanwhile, then write atomically."""
-        if seen.path.exists():
-            stored = json.loads(seen.path.read_text())
-            if stored.get("key") == seen.key:
-                for layer, entries in stored.get("layers", {}).items():
-                    table["layers"].setdefault(layer, {}).update(
-                        {k: v for k, v in entries.items() if k not in table["layers"].get(layer, {})})
-                table.setdefault("end_to_end_fp32", stored.get("end_to_end_fp32"))
+        stored = _read_table(seen.path, seen.key)
+        if stored is not None:
+            for layer, entries in stored.get("layers", {}).items():
+                mine = table["layers"].setdefault(layer, {})
+                mine.update({kind: entry for kind, entry in entries.items() if kind not in mine})
+            table.setdefault("end_to_end_fp32", stored.get("end_to_end_fp32"))
         write_json_atomic(seen.path, table)
 
     def _measure(self, path: Path, example: Any) -> dict[str, Any]:
@@ -283,7 +288,7 @@ class LookupTableBackend(TimedBackend):
         together). Measures whatever entries the table still lacks."""
         seen = self._model(model, example_input)
         kinds = {name: plan.kind(policy) for name, plan in seen.plans.items()}
-        wanted = {(name, kind) for name, kind in kinds.items()} | {(name, "float") for name in seen.plans}
+        wanted = set(kinds.items()) | {(name, "float") for name in seen.plans}
         table = self._fill(seen, wanted)
         entries = table["layers"]
         fp32 = sum(plan.calls * entries[name]["float"]["median_ms"] for name, plan in seen.plans.items())
