@@ -182,7 +182,7 @@ class DequantizedWeight(nn.Module):
         return Dequantize.apply(self.levels, self.scale, self.axis)
 
 
-def weight_levels(weight: torch.Tensor, quantizer: WeightFakeQuant) -> DequantizedWeight:
+def dequantized_weight(weight: torch.Tensor, quantizer: WeightFakeQuant) -> DequantizedWeight:
     """The export form of ``quantizer``, whose output is ``weight``: its levels are read back
     from that output, in int8 up to 8 bits and int16 up to 16."""
     axis = quantizer.axis if quantizer.per_channel else None
@@ -222,7 +222,7 @@ def deployable_copy(qmodel: nn.Module) -> nn.Module:
             if index != len(chain) - 1:
                 raise ValueError(f"layer {name!r}: the weight quantizer must be its last parametrization")
             with torch.no_grad():
-                chain[index] = weight_levels(layer.weight, quantizer)
+                chain[index] = dequantized_weight(layer.weight, quantizer)
     return model
 
 

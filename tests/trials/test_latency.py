@@ -152,3 +152,13 @@ def test_compare_with_end_to_end(counted, request_for, tmp_path):
     table, end_to_end = compare_with_end_to_end(request_for(), cache_dir=tmp_path, **FAST)
     assert (table.method, end_to_end.method) == ("lookup-table", "end-to-end")
     assert end_to_end.backend == "onnxruntime" and end_to_end.runs == 3
+
+
+def test_an_unreadable_table_is_measured_again(counted, request_for, tmp_path):
+    request = request_for()
+    backend = LookupTableBackend(cache_dir=tmp_path, **FAST)
+    path = backend.table_path(request.model, request.example_input)
+    path.write_text("{not json")
+    result = backend.measure(request)
+    assert result.method == "lookup-table" and counted
+    assert json.loads(path.read_text())["layers"]

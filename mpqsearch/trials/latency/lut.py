@@ -50,7 +50,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from ...policy import Policy
-from ...quant.export import Dequantize, Quantize, container, export_onnx, weight_levels, write_onnx
+from ...quant.export import Dequantize, Quantize, container, export_onnx, dequantized_weight, write_onnx
 from ...quant.graph import analyze, quantizable_layers
 from ...quant.modules import WeightFakeQuant, weight_channel_axis
 from ...quant.spec import FLOAT_BITS, LayerQuantConfig
@@ -138,7 +138,7 @@ class _QuantizedLayer(nn.Module):
         config = LayerQuantConfig(bits, bits, weight_clipping="max")
         quantizer = WeightFakeQuant(layer.weight, config, weight_channel_axis(layer))
         with torch.no_grad():
-            parametrize.register_parametrization(layer, "weight", weight_levels(quantizer(layer.weight), quantizer))
+            parametrize.register_parametrization(layer, "weight", dequantized_weight(quantizer(layer.weight), quantizer))
             self.layer = layer
             qmax = 2 ** (bits - 1) - 1
             self.register_buffer("input_scale", example.abs().max() / qmax)
