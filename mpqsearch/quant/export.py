@@ -115,7 +115,7 @@ def _levels(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> to
 
 
 class Quantize(torch.autograd.Function):
-    """Activation levels ``clamp(round(x / s))`` in their :func:`container`, exported as
+    """An activation's fake-quant levels in their :func:`container`, exported as
     ``QuantizeLinear`` (followed by ``DQ -> Clip -> Q`` below the container's width)."""
 
     @staticmethod
