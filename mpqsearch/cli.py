@@ -6,27 +6,49 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .experiments.config import ConfigError
+from .policy import Policy, PolicyError, load_policy
+from .quant.spec import check_bits
 from .search_spaces import SearchSpace
 from .specs import load_callable
+from .trials.evaluate import Evaluator, TrialError, TrialResult
+from .trials.latency import latency_backend_names
+from .trials.workload import Workload, get_workload, workload_names
 
 
 class CliError(Exception):
     """A user mistake on the command line; printed as one line, exit status 2."""
 
 
-def load_model(spec: str) -> nn.Module:
-    """Build the model named ``module:factory`` (a function or class called with no arguments)."""
+def _workload(spec: str) -> Workload:
     try:
-        model = load_callable(spec, "model")()
+        return get_workload(spec)
     except ValueError as err:
         raise CliError(str(err)) from None
-    if not isinstance(model, nn.Module):
-        raise CliError(f"model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
-    return model.eval()
+
+
+def load_model(spec: str, input_shape: str | None) -> tuple[nn.Module, torch.Tensor]:
+    """The model and example input named by a built-in workload, a ``module:function`` returning
+    a :class:`Workload`, or a ``module:factory`` returning a module (then ``--input-shape`` is needed)."""
+    if ":" not in spec:
+        workload = _workload(spec)
+        return workload.build_model().eval(), workload.example_input
+    try:
+        built = load_callable(spec, "model")()
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if isinstance(built, Workload):
+        return built.build_model().eval(), built.example_input
+    if not isinstance(built, nn.Module):
+        raise CliError(f"model {spec!r}: the factory returned {type(built).__name__}, not a torch.nn.Module")
+    if input_shape is None:
+        raise CliError(f"model {spec!r}: --input-shape is needed for a model factory")
+    return built.eval(), torch.randn(parse_shape(input_shape))
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -39,19 +61,28 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def parse_uniform(text: str) -> tuple[int, int]:
+    weight, sep, act = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError("expected W/A")
+        return check_bits(int(weight)), check_bits(int(act))
+    except ValueError as err:
+        raise CliError(f"--uniform {text!r}: {err} (e.g. 8/8 or 4/8)") from None
+
+
 def _format_table(rows: list[dict[str, object]], columns: Sequence[str]) -> str:
     cells = [[str(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.rjust(w) if v.replace(".", "").isdigit() else v.ljust(w) for v, w in zip(r, widths))
-              for r in cells]
+    lines += ["  ".join(v.rjust(w) if v.replace(".", "").replace("-", "").isdigit() else v.ljust(w)
+                        for v, w in zip(r, widths)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    model = load_model(args.model)
-    shape = parse_shape(args.input_shape)
-    space = SearchSpace.from_model(model, torch.randn(shape))
+    model, example = load_model(args.model, args.input_shape)
+    space = SearchSpace.from_model(model, example)
     if args.json:
         print(json.dumps([layer.to_dict() for layer in space.layers], indent=2))
         return
@@ -70,17 +101,148 @@ def cmd_layers(args: argparse.Namespace) -> None:
     print(_format_table(rows, list(rows[0])))
     total_macs = sum(layer.macs for layer in space.layers)
     print(f"\n{len(rows)} quantizable layers, {sum(r['params'] for r in rows)} parameters in them, "
-          f"{space.other_params} elsewhere, {total_macs} MACs for input {list(shape)}")
+          f"{space.other_params} elsewhere, {total_macs} MACs for input {list(example.shape)}")
+
+
+def _policy_for(args: argparse.Namespace, space: SearchSpace) -> Policy:
+    try:
+        if args.policy:
+            return load_policy(args.policy, space)
+    except PolicyError as err:
+        raise CliError(str(err)) from None
+    weight, act = parse_uniform(args.uniform) if args.uniform else (32, 32)
+    return Policy.uniform(space, weight, act)
+
+
+def _print_result(result: TrialResult, workload: Workload) -> None:
+    rows = [{"metric": name, "value": f"{value:.4f}", "fp32": f"{result.reference[name]:.4f}",
+             "drop": f"{result.drops[name]:+.4f}", "direction": workload.directions.get(name, "-"),
+             "baseline": f"{workload.baselines[name]:.4f}" if name in workload.baselines else "-"}
+            for name, value in result.metrics.items()]
+    print(_format_table(rows, list(rows[0])))
+    print(f"\nsize     {result.size_bytes} bytes ({100 * result.size_ratio:.2f} % of FP32)")
+    print(f"BOPs     {result.bops:.4g} ({100 * result.bops_ratio:.2f} % of FP32)")
+    if result.latency is not None:
+        lat = result.latency
+        print(f"latency  {lat.median_ms:.3f} ms median ({lat.backend}, {lat.method}, {lat.threads} thread(s), "
+              f"{lat.runs} runs, IQR {lat.iqr_ms:.3f} ms)")
+    print("timings  " + ", ".join(f"{step} {seconds:.3f} s" for step, seconds in result.timings.items()))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    workload = _workload(args.workload)
+    options = {"threads": args.threads} if args.latency != "none" else {}
+    evaluator = Evaluator(workload, latency=args.latency, latency_options=options)
+    result = evaluator.evaluate(_policy_for(args, evaluator.space))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_result(result, workload)
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from .apply import apply_policy
+    from .quant.export import export_onnx
+
+    workload = _workload(args.workload)
+    model = workload.build_model().eval()
+    try:
+        policy = load_policy(args.policy, model)
+    except PolicyError as err:
+        raise CliError(str(err)) from None
+    path = export_onnx(apply_policy(model, policy, workload.calib_data), workload.example_input, args.output)
+    print(f"wrote {path}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .trials.training import train_workload
+
+    if args.workload not in workload_names():
+        raise CliError(f"unknown workload {args.workload!r}; built-in workloads: {', '.join(workload_names())}")
+    path = train_workload(args.workload, steps=args.steps, seed=args.seed, out=args.output)
+    print(f"wrote {path}")
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    from .experiments import launcher
+    from .experiments.config import load_config
+
+    config = launcher.apply_overrides(load_config(args.file), driver=args.driver, max_trials=args.max_trials,
+                                      storage=args.storage, port=args.port, directory=args.directory)
+    experiment_id = launcher.launch(config)
+    print(f"experiment {experiment_id} finished; see `mpqsearch resume {experiment_id}` to continue it")
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    from .experiments import launcher
+
+    launcher.resume(args.id, args.directory, args.port)
+
+
+def cmd_view(args: argparse.Namespace) -> None:
+    from .experiments import launcher
+
+    launcher.view(args.id, args.directory, args.port)
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    from .experiments import launcher
+
+    launcher.stop(args.id, args.directory)
+    print(f"asked experiment {args.id} to stop")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpqsearch", description="Mixed-precision quantization search.")
     sub = parser.add_subparsers(dest="command", required=True)
+
     layers = sub.add_parser("layers", help="list a model's quantizable layers")
-    layers.add_argument("model", help="MODULE:FACTORY, e.g. mpqsearch.example:build")
-    layers.add_argument("--input-shape", required=True, help="example input shape, e.g. 1,3,64,64")
+    layers.add_argument("model", help="a built-in workload (e.g. sr-espcn-x2) or MODULE:FUNCTION "
+                                      "returning a Workload or a model (e.g. mpqsearch.example:build)")
+    layers.add_argument("--input-shape", help="example input shape for a model factory, e.g. 1,3,64,64")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(func=cmd_layers)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate one policy on a workload (one trial)")
+    evaluate.add_argument("workload", help="a built-in workload or MODULE:FUNCTION returning a Workload")
+    chosen = evaluate.add_mutually_exclusive_group()
+    chosen.add_argument("--policy", type=Path, help="a policy file")
+    chosen.add_argument("--uniform", metavar="W/A", help="the same weight/activation bits everywhere, e.g. 8/8")
+    evaluate.add_argument("--latency", default="onnxruntime", choices=latency_backend_names())
+    evaluate.add_argument("--threads", type=int, default=1, help="threads for the latency measurement")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser("export-onnx", help="write the QDQ ONNX model of a policy")
+    export.add_argument("workload")
+    export.add_argument("--policy", type=Path, required=True)
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.set_defaults(func=cmd_export_onnx)
+
+    launch = sub.add_parser("launch", help="run a search described by an experiment file")
+    launch.add_argument("file", type=Path, help="experiment YAML file (see examples/)")
+    launch.add_argument("--driver", choices=["nni", "optuna"])
+    launch.add_argument("--max-trials", type=int)
+    launch.add_argument("--storage", help="Optuna storage URL or journal file")
+    launch.add_argument("--port", type=int, help="NNI web UI port")
+    launch.add_argument("--directory", help="where experiments keep their files")
+    launch.set_defaults(func=cmd_launch)
+    for name, func, text in (("resume", cmd_resume, "continue an interrupted experiment"),
+                             ("view", cmd_view, "open the NNI web UI of a finished experiment"),
+                             ("stop", cmd_stop, "stop a running experiment")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("id", help="experiment ID, as printed by launch")
+        command.add_argument("--directory", help="where experiments keep their files")
+        if name != "stop":
+            command.add_argument("--port", type=int)
+        command.set_defaults(func=func)
+
+    train = sub.add_parser("train", help="retrain a built-in workload's model from scratch on the CPU")
+    train.add_argument("workload")
+    train.add_argument("--steps", type=int, help="training steps (default: the workload's own)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("-o", "--output", type=Path, help="weights file (default: the packaged one)")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -88,9 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except CliError as err:
+    except (CliError, ConfigError) as err:
         print(f"mpqsearch: error: {err}", file=sys.stderr)
         return 2
+    except TrialError as err:
+        print(f"mpqsearch: trial failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

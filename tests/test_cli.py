@@ -18,8 +18,10 @@ def test_layers_json(capsys):
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
-    assert main(["layers", "mpqsearch.example", "--input-shape", "1,3,32,32"]) == 2
+    assert main(["layers", "mpqsearch.example:", "--input-shape", "1,3,32,32"]) == 2
     assert "expected MODULE:FUNCTION" in capsys.readouterr().err
+    assert main(["layers", "mpqsearch.example:build"]) == 2
+    assert "--input-shape is needed" in capsys.readouterr().err
     assert main(["layers", "no_such_module:f", "--input-shape", "1,3,32,32"]) == 2
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
     assert main(["layers", "mpqsearch.example:build", "--input-shape", "1,x"]) == 2

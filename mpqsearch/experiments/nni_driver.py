@@ -158,8 +158,7 @@ class NniDriver:
 
     def launch(self, setup: ExperimentSetup, config_path: Path, port: int,
                on_progress: Callable[[Experiment], None]) -> Experiment:
-        setup.evaluator.reference  # noqa: B018 - warm the shared cache before trials start
-        setup.evaluator.act_stats  # noqa: B018
+        setup.warm_up()
         experiment = self.build(setup, config_path)
         os.environ["MPQSEARCH_CONCURRENCY"] = str(self.config.budget.concurrency)
         with loopback_only(self.run_dir, self.config.host):

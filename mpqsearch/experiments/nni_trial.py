@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     config_path, run_dir_arg = (argv if argv is not None else sys.argv[1:])[:2]
     run_dir = Path(run_dir_arg)
     params = nni.get_next_parameter()
-    record = {"trial": os.environ.get("NNI_TRIAL_JOB_ID"), "params": params,
+    record = {"trial": os.environ.get("NNI_TRIAL_JOB_ID"), "sequence": int(os.environ.get("NNI_TRIAL_SEQ_ID", "-1")),
+              "params": params,
               "strategy": _strategy_of(run_dir, params), "state": "FAILED"}
     try:
         config = load_config(config_path)

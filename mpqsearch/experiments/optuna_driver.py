@@ -84,7 +84,8 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
         trial.set_user_attr("metrics", outcome.metrics)
         trial.set_user_attr("timings", outcome.result.timings)
         if outcome.result.latency is not None:
-            trial.set_user_attr("latency", outcome.result.latency.to_dict())
+            trial.set_user_attr("latency", {**outcome.result.latency.to_dict(),
+                                            "isolation": outcome.result.latency_isolation})
         for constraint, violation in zip(constraints, outcome.violations):
             trial.set_constraint(constraint.metric, violation)
         return outcome.values
@@ -156,8 +157,7 @@ class OptunaDriver:
         """Build the setup, warm the shared cache, create the study and queue the seeds once."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         setup = build_setup(self.config, cache_dir=self.run_dir / "cache")
-        setup.evaluator.reference  # noqa: B018 - computed once here, read from the cache by workers
-        setup.evaluator.act_stats  # noqa: B018
+        setup.warm_up()
         study = self.open_study(setup)
         if not study.user_attrs.get("mpqsearch"):
             study.set_user_attr("mpqsearch", {"workload": self.config.workload, "objectives": setup.objectives.names,

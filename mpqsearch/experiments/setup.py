@@ -16,6 +16,7 @@ from ..quant.spec import LayerQuantConfig
 from ..search_spaces import SearchSpace
 from ..strategies import StrategyContext, get_strategy
 from ..trials.evaluate import Evaluator, TrialResult
+from ..trials.isolation import TrialLock
 from ..trials.workload import Workload, get_workload
 from .config import ConfigError, ExperimentConfig
 from .objectives import ObjectiveSet
@@ -40,6 +41,13 @@ class ExperimentSetup:
     space: SearchSpace
     objectives: ObjectiveSet
 
+    def warm_up(self) -> None:
+        """Compute once, before any trial, what trials share through the cache: the FP32
+        metrics, the calibration statistics and the latency lookup table."""
+        self.evaluator.reference  # noqa: B018 - the properties compute and store
+        self.evaluator.act_stats  # noqa: B018
+        self.evaluator.prepare_latency()
+
     def seeds(self) -> list[Policy]:
         """The seed policies of every configured seed strategy, each marked with its strategy."""
         context = StrategyContext(self.space, self.evaluator)
@@ -54,7 +62,7 @@ class ExperimentSetup:
     def run_trial(self, params: dict[str, Any]) -> TrialOutcome:
         """Evaluate the policy of one parameter assignment; raises TrialError on failure."""
         policy = self.space.policy_from_params(params)
-        result = self.evaluator.evaluate(policy, measure_latency=self.config.latency.backend != "none")
+        result = self.evaluator.evaluate(policy)
         metrics = result.flat_metrics()
         return TrialOutcome(result, metrics, self.objectives.values(metrics),
                             self.objectives.violations(metrics), self.objectives.scalarize(metrics))
@@ -75,9 +83,10 @@ def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = 
     except ValueError as err:
         raise ConfigError(f"{config.source}: workload: {err}") from None
     latency_options = {} if config.latency.backend == "none" else {"threads": config.latency.threads}
+    lock = TrialLock(Path(cache_dir) / "trials.lock") if cache_dir is not None and config.budget.concurrency > 1 else None
     try:
         evaluator = Evaluator(workload, latency=config.latency.backend, latency_options=latency_options,
-                              threads=threads, cache_dir=cache_dir)
+                              threads=threads, cache_dir=cache_dir, lock=lock)
     except ValueError as err:
         raise ConfigError(f"{config.source}: latency: {err}") from None
     options = config.search_space

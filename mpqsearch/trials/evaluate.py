@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +26,8 @@ from ..quant.transform import collect_activation_stats, quantize_model
 from ..search_spaces import SearchSpace
 from ..search_spaces.costs import bit_operations, model_size_bytes
 from .cache import TrialCache, fingerprint
-from .latency import LatencyRequest, LatencyResult, get_latency_backend
+from .isolation import TrialLock
+from .latency import LatencyRequest, LatencyResult, LookupTableBackend, get_latency_backend
 from .workload import Workload
 
 
@@ -60,6 +61,10 @@ class TrialResult:
     bops_ratio: float
     latency: LatencyResult | None
     timings: dict[str, float] = field(default_factory=dict)
+    latency_isolation: str = "sole"
+    """How the latency was kept clean: ``sole`` (no other trial ran in this evaluator's
+    experiment), ``exclusive`` (timed under a lock no computing trial held) or ``table`` (read
+    from a lookup table measured before the search)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,7 +100,8 @@ class Evaluator:
 
     ``latency`` names a latency backend (``onnxruntime``, ``torch``, ``lut``, ``none``) with
     ``latency_options`` for it; ``threads`` fixes torch's thread count while metrics are computed
-    (concurrent trials each get their share of the cores). With ``cache_dir``, the FP32 metrics,
+    (concurrent trials each get their share of the cores); ``lock``, shared by concurrent trials,
+    keeps their computing out of each other's timings. With ``cache_dir``, the FP32 metrics,
     calibration statistics and weight scales are kept on disk for other processes (see
     :class:`~mpqsearch.trials.cache.TrialCache`).
 
@@ -108,9 +114,10 @@ class Evaluator:
 
     def __init__(self, workload: Workload, *, latency: str = "onnxruntime",
                  latency_options: Mapping[str, Any] | None = None, threads: int | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, lock: TrialLock | None = None) -> None:
         self.workload = workload
         self.threads = threads
+        self.lock = lock
         self.model = workload.build_model().eval()
         self.cache = None
         if cache_dir is not None:
@@ -199,13 +206,15 @@ class Evaluator:
             timings[step] = time.perf_counter() - start
             return value
 
-        qmodel = timed("quantize", lambda: self.quantize(policy))
-        self._store_new_scales()
-        metrics = timed("metrics", lambda: self.measure_metrics(qmodel))
+        with self.lock.computing() if self.lock else nullcontext():
+            qmodel = timed("quantize", lambda: self.quantize(policy))
+            self._store_new_scales()
+            metrics = timed("metrics", lambda: self.measure_metrics(qmodel))
         latency = None
         if measure_latency:
             request = LatencyRequest(self.model, qmodel, self.workload.example_input, self.space, policy)
-            latency = timed("latency", lambda: self.latency_backend.measure(request))
+            with self.lock.timing() if self.lock else nullcontext():
+                latency = timed("latency", lambda: self.latency_backend.measure(request))
         size = model_size_bytes(self.space, policy)
         bops = bit_operations(self.space, policy)
         return TrialResult(
@@ -219,7 +228,23 @@ class Evaluator:
             bops_ratio=bops / self.fp32_bops if self.fp32_bops else 1.0,
             latency=latency,
             timings=timings,
+            latency_isolation=self.latency_isolation,
         )
+
+    @property
+    def latency_isolation(self) -> str:
+        if isinstance(self.latency_backend, LookupTableBackend):
+            return "table"
+        return "exclusive" if self.lock else "sole"
+
+    def prepare_latency(self) -> None:
+        """Measure ahead what the latency backend caches (every lookup-table entry), so that no
+        trial measures it while others compute."""
+        if isinstance(self.latency_backend, LookupTableBackend):
+            for bits in (8, 16, FLOAT_BITS):
+                policy = Policy.uniform(self.space, bits, bits)
+                self.latency_backend.measure(LatencyRequest(self.model, None, self.workload.example_input,
+                                                            self.space, policy))
 
 
 def _stats_state(stats: Mapping[str, ActivationStats]) -> dict[str, Any]:
