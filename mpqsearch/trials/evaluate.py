@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..search_spaces import SearchSpace
 from ..search_spaces.costs import bit_operations, model_size_bytes
 from .cache import TrialCache, fingerprint
 from .isolation import TrialLock
+from .threads import torch_threads
 from .latency import LatencyRequest, LatencyResult, LookupTableBackend, get_latency_backend
 from .workload import Workload
 
@@ -80,19 +81,6 @@ class TrialResult:
         if self.latency is not None:
             flat["latency_ms"] = self.latency.median_ms
         return flat
-
-
-@contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Evaluator:
@@ -151,7 +139,7 @@ class Evaluator:
                 shared = {key: ActivationStats.from_state_dict(state) for key, state in stored["stats"].items()}
                 self._act_stats = {layer: shared[key] for layer, key in stored["layers"].items()}
             else:
-                with _threads(self.threads):
+                with torch_threads(self.threads):
                     self._act_stats = collect_activation_stats(self.model, self.workload.calib_data)
                 if self.cache:
                     self.cache.save("act_stats", _stats_state(self._act_stats))
@@ -177,7 +165,7 @@ class Evaluator:
         sums: dict[str, float] = {}
         count = 0
         model.eval()
-        with _threads(self.threads), parametrize.cached():
+        with torch_threads(self.threads), parametrize.cached():
             for inputs, target in self.workload.eval_data:
                 output = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
                 for name, values in self.workload.metric(output, target).items():

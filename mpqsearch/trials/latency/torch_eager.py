@@ -6,24 +6,11 @@ deploying it; use it to see what ONNX Runtime gains, or where ONNX Runtime is no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch.nn.utils import parametrize
 
+from ..threads import torch_threads
 from .base import LatencyRequest, LatencyResult, TimedBackend, register_latency_backend, time_calls
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """``torch.set_num_threads(count)`` for the block, restored after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @register_latency_backend
