@@ -1,0 +1,106 @@
+"""Pareto fronts and hypervolume over any two or three objectives, each with its direction.
+
+Non-dominated filtering and hypervolume come from ``moocore`` (maintained C implementations of
+the standard algorithms, by the authors of the WFG/FPL hypervolume work); this module only maps
+trials and directions onto it.
+
+Example::
+
+    objectives = [("top1", "maximize"), ("size_ratio", "minimize")]
+    front = pareto_front(results.complete(feasible_only=True), objectives)
+    hypervolume(points(front, objectives), reference=[0.0, 1.0], directions=["maximize", "minimize"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import moocore
+import numpy as np
+
+from .results import Results, TrialRow
+
+ObjectiveSpec = Sequence[tuple[str, str]]
+"""``[(metric, "maximize" | "minimize"), ...]``: two or three objectives."""
+
+
+def _maximise(directions: Sequence[str]) -> list[bool]:
+    for d in directions:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be maximize or minimize, got {d!r}")
+    return [d == "maximize" for d in directions]
+
+
+def points(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> np.ndarray:
+    """The objective values of ``rows`` as an ``(n, k)`` array."""
+    return np.array([[row.metrics[m] for m, _ in objectives] for row in rows], dtype=float).reshape(len(rows), len(objectives))
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """True for the points no other point dominates (duplicates of a front point all stay)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    return moocore.is_nondominated(values, maximise=_maximise(directions), keep_weakly=True)
+
+
+def objectives_of(results: Results, names: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``names`` with their directions in ``results`` (default: the experiment's objectives)."""
+    if names is None:
+        return [(o.metric, o.direction) for o in results.objectives]
+    return [(name, results.direction(name)) for name in names]
+
+
+def pareto_front(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> list[TrialRow]:
+    """The non-dominated rows among those that recorded every objective, sorted by the first."""
+    if not 2 <= len(objectives) <= 3:
+        raise ValueError(f"a front needs two or three objectives, got {len(objectives)}")
+    usable = [row for row in rows if all(m in row.metrics for m, _ in objectives)]
+    mask = pareto_mask(points(usable, objectives), [d for _, d in objectives])
+    return sorted((row for row, keep in zip(usable, mask) if keep), key=lambda row: row.metrics[objectives[0][0]])
+
+
+def hypervolume(values: np.ndarray, reference: Sequence[float], directions: Sequence[str]) -> float:
+    """Volume dominated by ``values`` and bounded by ``reference``; points beyond it count for nothing."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return 0.0
+    return float(moocore.hypervolume(values, ref=np.asarray(reference, dtype=float), maximise=_maximise(directions)))
+
+
+def nadir(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> list[float]:
+    """The worst value of each objective over ``rows``: a reference point every trial reaches."""
+    values = points([r for r in rows if all(m in r.metrics for m, _ in objectives)], objectives)
+    if len(values) == 0:
+        raise ValueError("no trial recorded every objective")
+    return [float(col.min() if d == "maximize" else col.max()) for col, (_, d) in zip(values.T, objectives)]
+
+
+def hypervolume_history(rows: Sequence[TrialRow], objectives: ObjectiveSpec,
+                        reference: Sequence[float]) -> list[tuple[int, float]]:
+    """``(trials so far, hypervolume)`` after each trial in trial order; failed and infeasible
+    trials count as spent budget but add no volume."""
+    directions = [d for _, d in objectives]
+    ordered = sorted(rows, key=lambda row: row.number)
+    history, kept = [], []
+    for count, row in enumerate(ordered, start=1):
+        if row.state == "complete" and row.feasible and all(m in row.metrics for m, _ in objectives):
+            kept.append(row)
+        history.append((count, hypervolume(points(kept, objectives), reference, directions)))
+    return history
+
+
+def knee(front: Sequence[TrialRow], objectives: ObjectiveSpec) -> TrialRow:
+    """The front's balanced compromise: the smallest sum of objectives normalized to [0, 1] over
+    the front, 0 being best (with two objectives: the point farthest below the line joining the
+    two extremes)."""
+    if not front:
+        raise ValueError("the front is empty")
+    values = points(front, objectives)
+    low, high = values.min(axis=0), values.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = (values - low) / span
+    for i, (_, direction) in enumerate(objectives):
+        if direction == "maximize":
+            scaled[:, i] = 1.0 - scaled[:, i]
+    return front[int(np.argmin(scaled.sum(axis=1)))]
