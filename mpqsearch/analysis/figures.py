@@ -86,10 +86,12 @@ def front_2d(results: Results, x: str | None = None, y: str | None = None, colou
         rows = list(baselines.values())
         fig.add_trace(go.Scatter(x=results.column(x, rows), y=results.column(y, rows), mode="markers+text",
                                  name="uniform precision", text=list(baselines), textposition="top center",
-                                 marker={"symbol": "diamond", "size": 12, "color": "firebrick"},
+                                 marker={"symbol": "diamond-open", "size": 15, "color": "firebrick",
+                                         "line": {"width": 2}},
                                  hovertext=[_hover(r, shown) for r in rows], hoverinfo="text"))
     fig.update_layout(title=f"{label(y)} vs {label(x)}: experiment {results.experiment}",
-                      xaxis_title=label(x), yaxis_title=label(y), template="plotly_white")
+                      xaxis_title=label(x), yaxis_title=label(y), template="plotly_white",
+                      legend={"orientation": "h", "y": -0.18})
     return fig
 
 
@@ -137,13 +139,13 @@ def bits_heatmap(results: Results, rows: Sequence[TrialRow], metric: str | None 
     layers = [layer.name for layer in results.space.layers]
     metric = metric or (results.objectives[0].metric if results.objectives else None)
     names = [f"#{r.number}" + (f" {metric}={r.metrics[metric]:.4g}" if metric in r.metrics else "") for r in rows]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("weight bits", "activation bits"))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
     for i, attribute in enumerate(("weight_bits", "act_bits"), start=1):
         z = [[getattr(r.policy.layers[n], attribute) for n in layers] for r in rows]
         fig.add_trace(go.Heatmap(z=z, x=layers, y=names, colorscale="Blues", zmin=2, zmax=8,
                                  text=z, texttemplate="%{text}", showscale=i == 1,
                                  colorbar={"title": "bits"}), row=i, col=1)
+        fig.update_yaxes(title_text="weights" if i == 1 else "activations", row=i, col=1)
     _stage_marks(fig, [results.space.layer(n).stage for n in layers])
     fig.update_layout(title="Per-layer bits of the front's policies (32 = float)", template="plotly_white",
                       height=260 + 40 * len(rows), margin={"t": 110})

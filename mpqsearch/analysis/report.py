@@ -45,6 +45,8 @@ def report_figures(results: Results, compare: Mapping[str, Results] | None = Non
     """The report's figures by name: 2D front, 3D front, bits heatmap (when policies are known),
     hypervolume (this experiment and ``compare``'s), strategy scores (when supplied)."""
     spec = objectives_of(results)
+    if not pareto_front(results.complete(), spec):
+        return {}  # nothing measured yet: the page says so
     front = pareto_front(results.complete(feasible_only=True), spec)
     found = {"front-2d": figures.front_2d(results), "front-3d": figures.front_3d(results)}
     if results.space is not None and front:

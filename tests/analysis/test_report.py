@@ -61,3 +61,15 @@ def test_report_renders_in_headless_chromium_without_console_errors(report, tmp_
         assert "js-plotly-plot" in dom[dom.rfind("<div", 0, start):start + 200], name
         assert 'class="main-svg"' in rendered, f"{name} was not drawn"
     assert "gl-container" in dom[dom.index('id="front-3d"'):]  # the 3D scene got its WebGL canvas
+
+
+def test_an_experiment_without_completed_trials_still_gets_a_page():
+    from mpqsearch.analysis.report import render_report
+    from mpqsearch.analysis.results import Results, TrialRow
+    from mpqsearch.experiments.config import Objective
+
+    failed = TrialRow(0, "0", "failed", {"stem/w": 4}, fail_reason="MetricError: nan")
+    results = Results("x", "nni", "example", [failed], [Objective("top1", "maximize"),
+                                                         Objective("size_ratio", "minimize")], {})
+    page = render_report(results)
+    assert "1 trials (1 failed)" in page and "Pareto front (0 of 0 completed trials)" in page
