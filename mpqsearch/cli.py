@@ -255,10 +255,13 @@ def _results(args: argparse.Namespace, source: str | None = None):
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from .analysis.baselines import evaluate_uniform
     from .analysis.report import write_report
 
+    results = _results(args)
     compare = {source: _results(args, source) for source in args.compare}
-    print(f"wrote {write_report(_results(args), args.output, compare=compare)}")
+    baselines = evaluate_uniform(results, [parse_uniform(text) for text in args.uniform]) if args.uniform else []
+    print(f"wrote {write_report(results, args.output, compare=compare, baselines=baselines)}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -316,6 +319,8 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
     report.add_argument("--compare", nargs="*", default=[], metavar="SOURCE",
                         help="other experiments on the hypervolume chart")
+    report.add_argument("--uniform", action="append", metavar="W/A",
+                        help="also evaluate this uniform precision as a baseline if no trial ran it (repeatable)")
     report.set_defaults(func=cmd_report)
     export = sub.add_parser("export", help="write the policy of the trial a rule picks")
     source_arguments(export)

@@ -4,7 +4,9 @@ reports and picking the policy to take home.
 - :mod:`.results`: :func:`load_results` -> :class:`Results` (one :class:`TrialRow` per trial);
 - :mod:`.pareto`: fronts, hypervolume (via moocore), knee;
 - :mod:`.figures`, :mod:`.report`: plotly figures and the self-contained HTML report;
-- :mod:`.pick`: pick rules and the exported policy; :mod:`.reapply`: re-evaluating it.
+- :mod:`.baselines`: uniform-precision baselines evaluated on request;
+- :mod:`.pick`, :mod:`.export`: pick rules and the exported policy (and ONNX model);
+- :mod:`.reapply`: re-evaluating an exported policy against its recorded metrics.
 """
 
 from .pareto import hypervolume, hypervolume_history, knee, nadir, pareto_front, pareto_mask

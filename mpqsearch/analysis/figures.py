@@ -62,9 +62,11 @@ def _default_axes(results: Results, x: str | None, y: str | None) -> tuple[str, 
     return x, y
 
 
-def front_2d(results: Results, x: str | None = None, y: str | None = None, colour: str = "latency_ms") -> go.Figure:
+def front_2d(results: Results, x: str | None = None, y: str | None = None, colour: str = "latency_ms",
+             baselines: Sequence[TrialRow] = ()) -> go.Figure:
     """Every completed trial (grey), the feasible front (coloured by ``colour`` when recorded)
-    and the uniform-precision baselines among the trials (labelled diamonds)."""
+    and the uniform-precision baselines (labelled diamonds): those among the trials, and
+    ``baselines`` evaluated apart (see :mod:`.baselines`)."""
     x, y = _default_axes(results, x, y)
     objectives = [(x, results.direction(x)), (y, results.direction(y))]
     done = [r for r in results.complete() if x in r.metrics and y in r.metrics]
@@ -81,11 +83,12 @@ def front_2d(results: Results, x: str | None = None, y: str | None = None, colou
     fig.add_trace(go.Scatter(x=results.column(x, front), y=results.column(y, front), mode="lines+markers",
                              name="Pareto front", marker=marker, line={"color": "royalblue", "shape": "hv"},
                              hovertext=[_hover(r, shown) for r in front], hoverinfo="text"))
-    baselines = uniform_baselines(done)
-    if baselines:
-        rows = list(baselines.values())
+    marked = {**uniform_baselines([r for r in baselines if x in r.metrics and y in r.metrics]),
+              **uniform_baselines(done)}
+    if marked:
+        rows = list(marked.values())
         fig.add_trace(go.Scatter(x=results.column(x, rows), y=results.column(y, rows), mode="markers+text",
-                                 name="uniform precision", text=list(baselines), textposition="top center",
+                                 name="uniform precision", text=list(marked), textposition="top center",
                                  marker={"symbol": "diamond-open", "size": 15, "color": "firebrick",
                                          "line": {"width": 2}},
                                  hovertext=[_hover(r, shown) for r in rows], hoverinfo="text"))

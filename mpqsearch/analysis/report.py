@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -41,14 +41,16 @@ def front_table(results: Results, front: list[TrialRow]) -> str:
 
 
 def report_figures(results: Results, compare: Mapping[str, Results] | None = None,
-                   strategy_scores: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, go.Figure]:
-    """The report's figures by name: 2D front, 3D front, bits heatmap (when policies are known),
-    hypervolume (this experiment and ``compare``'s), strategy scores (when supplied)."""
+                   strategy_scores: Mapping[str, Mapping[str, float]] | None = None,
+                   baselines: Sequence[TrialRow] = ()) -> dict[str, go.Figure]:
+    """The report's figures by name: 2D front (with ``baselines`` evaluated apart), 3D front,
+    bits heatmap (when policies are known), hypervolume (this experiment and ``compare``'s),
+    strategy scores (when supplied)."""
     spec = objectives_of(results)
     if not pareto_front(results.complete(), spec):
         return {}  # nothing measured yet: the page says so
     front = pareto_front(results.complete(feasible_only=True), spec)
-    found = {"front-2d": figures.front_2d(results), "front-3d": figures.front_3d(results)}
+    found = {"front-2d": figures.front_2d(results, baselines=baselines), "front-3d": figures.front_3d(results)}
     if results.space is not None and front:
         found["bits"] = figures.bits_heatmap(results, front)
     found["hypervolume"] = figures.hypervolume_figure({results.experiment: results, **(compare or {})},
@@ -60,7 +62,8 @@ def report_figures(results: Results, compare: Mapping[str, Results] | None = Non
 
 
 def render_report(results: Results, compare: Mapping[str, Results] | None = None,
-                  strategy_scores: Mapping[str, Mapping[str, float]] | None = None) -> str:
+                  strategy_scores: Mapping[str, Mapping[str, float]] | None = None,
+                  baselines: Sequence[TrialRow] = ()) -> str:
     """The whole page as a string."""
     spec = objectives_of(results)
     front = pareto_front(results.complete(feasible_only=True), spec)
@@ -70,7 +73,7 @@ def render_report(results: Results, compare: Mapping[str, Results] | None = None
              f"<p>{html.escape(results.driver)} driver, workload {html.escape(results.workload or '?')}; "
              f"{len(results.rows)} trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}); "
              f"objectives: {html.escape(objective_text)}; report written {time.strftime('%Y-%m-%d %H:%M')}</p>"]
-    for name, fig in report_figures(results, compare, strategy_scores).items():
+    for name, fig in report_figures(results, compare, strategy_scores, baselines).items():
         parts.append(f'<div class="figure">{fig.to_html(full_html=False, include_plotlyjs=False, div_id=name)}</div>')
     parts.append(f"<h2>Pareto front ({len(front)} of {len(results.complete())} completed trials)</h2>")
     parts.append(front_table(results, front))

@@ -73,3 +73,15 @@ def test_an_experiment_without_completed_trials_still_gets_a_page():
                                                          Objective("size_ratio", "minimize")], {})
     page = render_report(results)
     assert "1 trials (1 failed)" in page and "Pareto front (0 of 0 completed trials)" in page
+
+
+def test_uniform_baselines_no_trial_ran_are_evaluated_on_request(optuna_run):
+    from mpqsearch.analysis.baselines import evaluate_uniform
+    from mpqsearch.analysis.figures import front_2d, uniform_bits
+
+    results = load_results(optuna_run[1], directory=optuna_run[0])
+    extra = evaluate_uniform(results, [(8, 8), (2, 4)])  # W8A8 was seeded: only W2A4 is evaluated
+    assert [(uniform_bits(r.policy), r.strategy) for r in extra] == [((2, 4), "uniform (evaluated)")]
+    assert extra[0].metrics["size_ratio"] < min(results.column("size_ratio", results.complete()))
+    marked = [t for t in front_2d(results, baselines=extra).data if t.name == "uniform precision"][0]
+    assert sorted(marked.text) == ["W2A4", "W4A8", "W8A8"]
