@@ -20,17 +20,14 @@ from ..experiments.config import TRIAL_METRICS, ConfigError, ExperimentConfig, O
 from ..policy import Policy
 from ..search_spaces import SearchSpace
 
-STATES = ("complete", "failed", "running", "waiting", "pruned", "cancelled")
-"""Trial states of the table (NNI's and Optuna's states map onto these)."""
-
-
 @dataclass
 class TrialRow:
     """One trial: what was tried, what it measured, and how it went.
 
     ``number`` counts trials in the order the driver started them (Optuna's trial number, NNI's
-    sequence ID); ``start`` is a Unix time and ``duration`` seconds (``None`` when unknown);
-    ``feasible`` is false when a constraint was violated.
+    sequence ID); ``state`` is complete, failed, running, waiting, pruned or cancelled (NNI's and
+    Optuna's states map onto these); ``start`` is a Unix time and ``duration`` seconds (``None``
+    when unknown); ``feasible`` is false when a constraint was violated.
     """
 
     number: int
