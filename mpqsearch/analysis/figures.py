@@ -54,9 +54,8 @@ def _hover(row: TrialRow, metrics: Sequence[str]) -> str:
 
 
 def _default_axes(results: Results, x: str | None, y: str | None) -> tuple[str, str]:
-    names = [o.metric for o in results.objectives]
-    x = x or ("size_ratio" if "size_ratio" in results.directions else names[-1])
-    y = y or next((n for n in names if n != x), None)
+    x = x or "size_ratio"
+    y = y or next((m for m, _ in objectives_of(results) if m != x), None)
     if y is None:
         raise ValueError(f"experiment {results.experiment}: name the metric to plot against {x}")
     return x, y

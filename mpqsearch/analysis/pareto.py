@@ -45,9 +45,13 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 
 def objectives_of(results: Results, names: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """``names`` with their directions in ``results`` (default: the experiment's objectives)."""
+    """``names`` with their directions in ``results``; by default the experiment's objectives,
+    made two or three for a front (a single objective is paired with ``size_ratio``, or
+    ``bops_ratio`` if it is ``size_ratio``; beyond three, the first three)."""
     if names is None:
-        return [(o.metric, o.direction) for o in results.objectives]
+        names = [o.metric for o in results.objectives][:3]
+        if len(names) == 1:
+            names.append("size_ratio" if names[0] != "size_ratio" else "bops_ratio")
     return [(name, results.direction(name)) for name in names]
 
 

@@ -65,3 +65,14 @@ def test_knee_is_the_point_farthest_below_the_line_between_the_extremes():
 def test_unknown_direction_is_refused():
     with pytest.raises(ValueError, match="direction"):
         pareto_mask(np.array([[1.0, 2.0]]), ["maximise", "minimize"])
+
+
+def test_default_objectives_of_a_single_objective_experiment_are_paired_with_size():
+    from mpqsearch.analysis.pareto import objectives_of
+    from mpqsearch.analysis.results import Results, metric_directions
+    from mpqsearch.experiments.config import Objective
+
+    single = [Objective("top1", "maximize")]
+    results = Results("x", "nni", "example", [], single, metric_directions(single, {}, []))
+    assert objectives_of(results) == [("top1", "maximize"), ("size_ratio", "minimize")]
+    assert objectives_of(results, ["bops", "top1"]) == [("bops", "minimize"), ("top1", "maximize")]
