@@ -6,12 +6,16 @@ weight shape), so a policy for another model is refused instead of silently misa
     schema_version: 1
     model:
       layers: {stem: [8, 3, 3, 3], head: [10, 8]}
+    input_bits: 8                              # optional (default 8); 32 keeps model inputs float
     layers:
       stem: {weight_bits: 8, act_bits: 8, scale: product, granularity: per_channel,
              weight_clipping: mse, act_clipping: max}
       head: {weight_bits: 4, act_bits: 8}    # omitted settings take their defaults
     metrics: {psnr: 31.2, size_ratio: 0.21}   # measured, optional
     provenance: {experiment: abc, trial: 7}   # where it came from, optional
+
+``input_bits`` quantize the model inputs that layers with quantized weights read (images are
+8-bit data); files written before it existed load with the default.
 
 Files are read with ``yaml.safe_load`` only; every error is one line naming the file and the
 offending key or layer.
@@ -28,11 +32,11 @@ from typing import Any, Protocol
 import yaml
 
 from .quant.graph import layer_fingerprint
-from .quant.spec import FLOAT_BITS, LayerQuantConfig
+from .quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
 from .yamlio import read_yaml
 
 SCHEMA_VERSION = 1
-_TOP_KEYS = {"schema_version", "model", "layers", "metrics", "provenance"}
+_TOP_KEYS = {"schema_version", "model", "input_bits", "layers", "metrics", "provenance"}
 _REQUIRED_LAYER_KEYS = ("weight_bits", "act_bits")
 
 Fingerprint = dict[str, tuple[int, ...]]
@@ -51,29 +55,39 @@ class ModelIdentity(Protocol):
 
 @dataclass
 class Policy:
-    """Per-layer :class:`LayerQuantConfig` for one model, with what was measured and where from."""
+    """Per-layer :class:`LayerQuantConfig` for one model, the bits of its inputs, and what was
+    measured and where from."""
 
     layers: dict[str, LayerQuantConfig]
     fingerprint: Fingerprint
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    input_bits: int = DEFAULT_INPUT_BITS
+    """Bits of the model inputs that layers with quantized weights read; 32 keeps them float."""
+
+    def __post_init__(self) -> None:
+        check_bits(self.input_bits)
 
     @classmethod
     def uniform(cls, model: ModelIdentity | Mapping[str, tuple[int, ...]], weight_bits: int,
-                act_bits: int, **options: Any) -> Policy:
+                act_bits: int, *, input_bits: int | None = None, **options: Any) -> Policy:
         """The same bits for every layer. Layers that ``model`` keeps in float (a search space's
-        excluded layers, listed by its ``float_layers``) stay at 32 bits."""
+        excluded layers, listed by its ``float_layers``) stay at 32 bits; ``input_bits`` defaults
+        to the search space's (its ``input_bits``), else 8."""
         fingerprint = dict(model.fingerprint()) if hasattr(model, "fingerprint") else dict(model)
         keep_float = set(getattr(model, "float_layers", ()))
         quantized = LayerQuantConfig(weight_bits, act_bits, **options)
         floating = replace(quantized, weight_bits=FLOAT_BITS, act_bits=FLOAT_BITS)
         layers = {name: floating if name in keep_float else quantized for name in fingerprint}
-        return cls(layers, {k: tuple(v) for k, v in fingerprint.items()})
+        if input_bits is None:
+            input_bits = getattr(model, "input_bits", DEFAULT_INPUT_BITS)
+        return cls(layers, {k: tuple(v) for k, v in fingerprint.items()}, input_bits=input_bits)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "model": {"layers": {name: list(shape) for name, shape in self.fingerprint.items()}},
+            "input_bits": self.input_bits,
             "layers": {name: config.to_dict() for name, config in self.layers.items()},
             "metrics": dict(self.metrics),
             "provenance": dict(self.provenance),
@@ -94,6 +108,11 @@ class Policy:
         if version != SCHEMA_VERSION:
             raise fail("schema_version", f"expected {SCHEMA_VERSION}, got {version!r}")
         fingerprint = _read_fingerprint(data.get("model"), fail)
+        input_bits = data.get("input_bits", DEFAULT_INPUT_BITS)
+        try:
+            check_bits(input_bits)
+        except ValueError as err:
+            raise fail("input_bits", str(err)) from None
         layers_data = data.get("layers")
         if not isinstance(layers_data, Mapping) or not layers_data:
             raise fail("layers", "must be a non-empty mapping of layer name to settings")
@@ -112,7 +131,7 @@ class Policy:
         provenance = data.get("provenance") or {}
         if not isinstance(provenance, Mapping):
             raise fail("provenance", "must be a mapping")
-        return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance))
+        return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance), input_bits)
 
     def check_model(self, model: ModelIdentity | Mapping[str, tuple[int, ...]], source: str = "<policy>") -> None:
         """Raise :class:`PolicyError` unless ``model`` has exactly this policy's layers and shapes."""

@@ -59,6 +59,10 @@ BAD = {
     "layer_not_mapping": (lambda d: d["layers"].update(up=8), "bad.yaml: layers.up: must be a mapping"),
     "bad_shape": (lambda d: d["model"]["layers"].update(up=[16, -8]), "bad.yaml: model.layers.up: weight shape"),
     "bad_metrics": (lambda d: d.update(metrics={"psnr": "high"}), "bad.yaml: metrics: must map metric names to numbers"),
+    "input_bits_out_of_range": (lambda d: d.update(input_bits=1),
+                                r"bad.yaml: input_bits: bits must be 2..16 or 32, got 1"),
+    "input_bits_wrong_type": (lambda d: d.update(input_bits="8"),
+                              "bad.yaml: input_bits: bits must be an integer, got '8'"),
 }
 
 
@@ -101,3 +105,16 @@ def test_omitted_settings_take_defaults(tmp_path, policy):
     data = policy.to_dict()
     data["layers"]["up"] = {"weight_bits": 4, "act_bits": 6}
     assert load_policy(_write(tmp_path, data)).layers["up"] == LayerQuantConfig(4, 6)
+
+
+def test_input_bits_round_trip_and_default(tmp_path, policy):
+    assert policy.input_bits == 8 and policy.to_dict()["input_bits"] == 8
+    policy.input_bits = 32
+    path = save_policy(policy, tmp_path / "p.yaml")
+    assert "input_bits: 32" in path.read_text()
+    assert load_policy(path) == policy
+    data = policy.to_dict()
+    del data["input_bits"]  # a schema_version 1 file from before the key existed
+    assert load_policy(_write(tmp_path, data)).input_bits == 8
+    with pytest.raises(ValueError, match="got 0"):
+        Policy(policy.layers, policy.fingerprint, input_bits=0)

@@ -6,33 +6,40 @@ What the file holds, per the numerics of :mod:`.functional`:
   own integer levels, read back from its output (``round(fq(w) / s)`` is exact, so the levels
   are those of torch's kernel even where ``round(w / s)`` would tie differently), followed by
   ``DequantizeLinear`` with the same scales (per channel on ``WeightFakeQuant.axis``), zero 0;
-- a quantized activation is ``QuantizeLinear -> DequantizeLinear`` with its scale, in int8 or
-  uint8 up to 8 bits and int16 up to 16 (opset 21), zero point 0 (see :func:`container` for
-  16-bit unsigned); 32 bits is nothing. When ``b`` is below the container (5 bits in int8) the
-  levels are clamped to the ``b``-bit range by ``Q -> DQ -> Clip -> Q -> DQ``: the first ``Q``
-  stays the direct consumer of the producing layer, so ONNX Runtime still fuses
+- a quantized activation (a layer's, a model input's, an add's or concat's, see :mod:`.graph`)
+  is ``QuantizeLinear -> DequantizeLinear`` with its scale, in uint8 up to 8 bits (zero point 0,
+  or 128 for signed levels: see :func:`container`) and int16 up to 16 (opset 21, zero point 0,
+  see :func:`container` for 16-bit unsigned); 32 bits is nothing. A :class:`~.modules.SameGridQuant`
+  (a concat on its operands' grid, a quantized tensor read through a reshape or pixel shuffle) is
+  one more ``Q -> DQ`` with the same scale. When ``b`` is below the container (5 bits in uint8)
+  the levels are clamped to the ``b``-bit range by ``Q -> DQ -> Clip -> Q -> DQ``: the first
+  ``Q`` stays the direct consumer of the producing layer, so ONNX Runtime still fuses
   ``DQ -> Conv -> Q`` into ``QLinearConv``, and the next layer still reads a ``DQ``. A float
   ``Clip`` before the first ``Q`` would break the producer's fusion; ``Q -> Clip(int8) -> DQ``
   keeps it too, but ONNX Runtime 1.31's integer Clip is slower than the float ``DQ -> Clip ->
   Q`` (4-conv chain at 16x64x64, 1 thread: 0.82 ms against 0.50 ms, 0.40 ms with no clip).
   Each step is exact: the clip bounds are the float32 products ``qmin * s`` and ``qmax * s``
   that ``DQ`` itself computes;
-- a bias behind a quantized input and weight is int32 at scale ``s_in * s_w``
-  (:func:`quantize_biases`), the form int8 kernels need; other biases stay float.
+- a bias behind a quantized input and weight is int32 at scale ``s_in * s_w``, the form int8
+  kernels need: the fake-quant model holds it so (:class:`~.modules.BiasFakeQuant`) and the file
+  gets its levels; :func:`quantize_biases` does the same for modules built from this module's
+  pieces. Other biases stay float.
 
 Rounding: torch's kernel computes ``nearbyint(x * (1/s))``, ``QuantizeLinear`` computes
 ``x / s`` rounded half to even. The two can differ only when ``x / s`` lies within a float32
 rounding error of a half-integer; with power-of-two (``shift``) scales ``1/s`` is exact and they
-never differ. ONNX Runtime's fused int8 kernels add their own rounding (int32 accumulation, the
-int32 bias, a float requantization multiplier), so an output can move by one level where the
-fake-quant value sits next to a rounding boundary (the tests bound it by one output step).
+never differ. ONNX Runtime's fused int8 kernels add their own rounding (int32 accumulation, a
+float requantization multiplier, ``QLinearAdd``'s arithmetic), so an output can move by one level
+where the fake-quant value sits next to a rounding boundary (the tests bound it by one output step).
 
 ONNX Runtime 1.31 on the CPU runs a Conv (depthwise included) as ``QLinearConv`` when it reads a
-``DQ`` of 8 bits or fewer and writes one ``Q`` of 8 bits or fewer whose integer type matches the
-input's (it turns int8 pairs into uint8 where it can); a ReLU before a signed ``Q`` keeps it
-float. ConvTranspose and Gemm, 16-bit tensors, and layers reading an unquantized tensor (a
-model input, an add, a concat, a mean) run in float. Open files through
-:func:`onnxruntime_session`, which turns off the one pass that would change the numbers.
+``DQ`` of 8 bits or fewer and writes one ``Q`` of 8 bits or fewer with nothing between but a ReLU
+into an unsigned ``Q`` (which it drops); a PReLU, LeakyReLU or sigmoid there, or a ReLU before a
+signed ``Q``, keeps it float. An add or concat between 8-bit ``DQ`` s and a ``Q`` runs as
+``QLinearAdd``/``QLinearConcat``; reshapes and max pooling run on the integers. ConvTranspose
+and Gemm, 16-bit tensors, and layers reading an unquantized tensor (a mean, ``0.2 * y``) run in
+float. Open files through :func:`onnxruntime_session`, which turns off the one pass that would
+change the numbers.
 
 How: the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) with
 ``torch.autograd.Function.symbolic``, its documented extension point. The dynamo exporter needs
@@ -62,8 +69,8 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .functional import fake_quantize, quant_range
-from .modules import ActFakeQuant, WeightFakeQuant
+from .functional import bias_grid, fake_quantize, quant_range
+from .modules import ActFakeQuant, BiasFakeQuant, SameGridQuant, WeightFakeQuant
 from .spec import FLOAT_BITS
 
 DEFAULT_OPSET = 21
@@ -76,11 +83,17 @@ INT16_OPSET = 21
 def container(bits: int, signed: bool) -> tuple[torch.dtype, int]:
     """The integer type holding ``bits``-bit activation levels, and its zero point.
 
-    (u)int8 up to 8 bits, int16 up to 16, zero point 0; 16-bit unsigned levels are int16 with
-    zero point -32768 (the same 65536 levels) because the TorchScript exporter cannot write uint16.
+    uint8 up to 8 bits, zero point 0, or 128 for signed levels (the int8 levels shifted: the same
+    numbers); int16 up to 16, zero point 0; 16-bit unsigned levels are int16 with zero point
+    -32768 (the same 65536 levels) because the TorchScript exporter cannot write uint16.
+
+    Signed 8-bit levels go in uint8 because ONNX Runtime on x86 runs int8 kernels on uint8
+    activations only: it rewrites an int8 ``Q -> DQ`` pair to uint8 when the ``Q`` feeds a single
+    ``DQ``, but a tensor read by two nodes (a residual stream: the next block's conv and the next
+    add) keeps int8, and neither its producer nor its readers fuse.
     """
     if bits <= 8:
-        return (torch.int8 if signed else torch.uint8), 0
+        return torch.uint8, (128 if signed else 0)
     return torch.int16, (0 if signed or bits < 16 else -(2**15))
 
 
@@ -194,6 +207,15 @@ def dequantized_weight(weight: torch.Tensor, quantizer: WeightFakeQuant) -> Dequ
     return DequantizedWeight(levels.to(torch.int8 if quantizer.bits <= 8 else torch.int16), scale, axis)
 
 
+def dequantized_bias(bias: torch.Tensor, quantizer: BiasFakeQuant) -> DequantizedWeight:
+    """The export form of ``quantizer``, whose output is ``bias``: int32 levels (exact: the
+    fake-quant values are ``levels * scale`` of float32 levels) and the scale, per channel or not."""
+    scale = quantizer.scale.detach().to(torch.float32)
+    axis = 0 if scale.numel() > 1 else None
+    scale = scale.reshape(-1) if axis is not None else scale.reshape(())
+    return DequantizedWeight(torch.round(bias.detach() / scale).to(torch.int32), scale, axis)
+
+
 def deployable_copy(qmodel: nn.Module) -> nn.Module:
     """A copy of ``qmodel`` in eval mode whose fake quantizers are replaced by the export modules.
 
@@ -201,28 +223,36 @@ def deployable_copy(qmodel: nn.Module) -> nn.Module:
     """
     model = copy.deepcopy(qmodel).eval()
     replaced: dict[int, nn.Module] = {}  # tied layers share one quantizer: keep sharing it
+
+    def export_module(name: str, quantizer: ActFakeQuant) -> nn.Module:
+        if quantizer.observing:
+            raise ValueError(f"activation quantizer {name!r} is still observing: export a model from "
+                             "mpqsearch.quant.quantize_model or mpqsearch.apply_policy")
+        if id(quantizer) not in replaced:
+            replaced[id(quantizer)] = nn.Identity() if quantizer.bits == FLOAT_BITS else \
+                QuantizedActivation(quantizer.scale, quantizer.bits, not quantizer.unsigned)
+        return replaced[id(quantizer)]
+
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if not isinstance(child, ActFakeQuant):
-                continue
-            if child.observing:
-                raise ValueError(f"activation quantizer {name!r} is still observing: export a model from "
-                                 "mpqsearch.quant.quantize_model or mpqsearch.apply_policy")
-            if id(child) not in replaced:
-                replaced[id(child)] = nn.Identity() if child.bits == FLOAT_BITS else \
-                    QuantizedActivation(child.scale, child.bits, not child.unsigned)
-            setattr(parent, name, replaced[id(child)])
+            if isinstance(child, ActFakeQuant):
+                setattr(parent, name, export_module(name, child))
+            elif isinstance(child, SameGridQuant):  # the same Q -> DQ, written where the tensor is read
+                setattr(parent, name, export_module(name, child.quantizer))
     for name, layer in model.named_modules():
-        if not parametrize.is_parametrized(layer, "weight"):
-            continue
-        chain = layer.parametrizations.weight
-        for index, quantizer in enumerate(chain):
-            if not isinstance(quantizer, WeightFakeQuant):
+        for tensor in ("weight", "bias"):
+            if not parametrize.is_parametrized(layer, tensor):
                 continue
-            if index != len(chain) - 1:
-                raise ValueError(f"layer {name!r}: the weight quantizer must be its last parametrization")
-            with torch.no_grad():
-                chain[index] = dequantized_weight(layer.weight, quantizer)
+            chain = layer.parametrizations[tensor]
+            for index, quantizer in enumerate(chain):
+                if not isinstance(quantizer, (WeightFakeQuant, BiasFakeQuant)):
+                    continue
+                if index != len(chain) - 1:
+                    raise ValueError(f"layer {name!r}: the {tensor} quantizer must be its last parametrization")
+                with torch.no_grad():
+                    value = getattr(layer, tensor)
+                    chain[index] = dequantized_weight(value, quantizer) if tensor == "weight" else \
+                        dequantized_bias(value, quantizer)
     return model
 
 
@@ -295,7 +325,6 @@ def write_onnx(
 
 
 _BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
-_INT32 = np.iinfo(np.int32)
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -347,14 +376,9 @@ def quantize_biases(graph: onnx.GraphProto) -> int:
         bias = constants[node.input[2]]
         if s_in is None or s_w is None or s_in.size != 1 or bias.dtype != np.float32 or s_w.size not in (1, bias.size):
             continue
-        scale = (s_in.astype(np.float32).reshape(()) * s_w.astype(np.float32)).astype(np.float32)
-        levels = np.rint(bias / scale)
-        if np.abs(levels).max(initial=0) > _INT32.max:
-            if all(_int_bytes(dq, constants, inputs) == 1 for dq in dqs):
-                levels = np.clip(levels, _INT32.min, _INT32.max)
-            else:
-                scale = np.array(np.abs(bias).max() / 2**30, dtype=np.float32)  # 2^30: no float rounding up to 2^31
-                levels = np.rint(bias / scale)
+        narrow = all(_int_bytes(dq, constants, inputs) == 1 for dq in dqs)
+        levels, scale = bias_grid(torch.tensor(bias), torch.tensor(s_in), torch.tensor(s_w), narrow)
+        levels, scale = levels.numpy(), scale.numpy()
         name = node.input[2]
         graph.initializer.extend([numpy_helper.from_array(levels.astype(np.int32), f"{name}_int32"),
                                   numpy_helper.from_array(scale, f"{name}_scale")])

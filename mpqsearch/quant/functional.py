@@ -15,6 +15,11 @@ import torch
 
 from .spec import FLOAT_BITS
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+WIDE_BIAS_LEVELS = 2**30
+"""The largest level of a bias whose ``s_in * s_w`` grid overflows int32: below 2^31 with room
+for float rounding."""
+
 MSE_GRID = torch.linspace(1.0, 0.05, 96)
 """Fractions of the maximum tried by ``mse`` clipping. 1.0 comes first, so ``mse`` can never
 do worse than ``max``; the low end reaches far enough for 2-bit weights of heavy-tailed layers."""
@@ -105,3 +110,25 @@ def clip_values(
         best_err = torch.where(better, err, best_err)
         best_clip = torch.where(better, clip, best_clip)
     return best_clip
+
+
+def bias_grid(bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor,
+              narrow: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int32 levels and scale of a bias behind a quantized input and weight, as int8 kernels
+    add it to their int32 accumulator: scale ``s_in * s_w`` (per tensor, or per channel with the
+    weight), levels ``round(b / scale)``, all in float32.
+
+    Where the levels overflow int32 (16-bit tensors have tiny scales), a ``narrow`` layer (input
+    and weight of 8 bits or fewer, which an int8 kernel runs) clamps them as its accumulator
+    would; any other layer, which runs in float, gets the scale ``max|b| / 2^30`` instead.
+    """
+    bias = bias.detach().to(torch.float32)
+    scale = input_scale.detach().to(torch.float32).reshape(()) * weight_scale.detach().to(torch.float32)
+    levels = torch.round(bias / scale)
+    if levels.numel() and levels.abs().max() > INT32_MAX:
+        if narrow:
+            levels = levels.clamp(INT32_MIN, INT32_MAX)
+        else:
+            scale = bias.abs().max() / WIDE_BIAS_LEVELS
+            levels = torch.round(bias / scale)
+    return levels, scale

@@ -3,7 +3,9 @@
 :class:`WeightFakeQuant` is a ``torch.nn.utils.parametrize`` parametrization of a layer's
 weight, so the layer's own forward runs unchanged on the quantized weight and gradients reach
 the float weight through the straight-through estimator (QAT). :class:`ActFakeQuant` is inserted
-after a layer's output activation; during calibration it only observes.
+after a layer's output activation (and at model inputs and join outputs, see :mod:`.graph`);
+during calibration it only observes. :class:`SameGridQuant` applies an :class:`ActFakeQuant`'s grid
+to a tensor already on it, without observing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .functional import clip_values, fake_quantize, scale_from_clip
+from .functional import INT32_MAX, INT32_MIN, bias_grid, clip_values, fake_quantize, scale_from_clip
 from .observers import ActivationStats
 from .spec import FLOAT_BITS, LayerQuantConfig
 
@@ -55,16 +57,36 @@ class WeightFakeQuant(nn.Module):
         return f"bits={self.bits}, per_channel={self.per_channel}, axis={self.axis}"
 
 
+class BiasFakeQuant(nn.Module):
+    """Parametrization ``b -> round(b / s) * s`` on the int32 grid that int8 kernels add the bias
+    on (:func:`~.functional.bias_grid`: ``s = s_in * s_w``), with a straight-through gradient.
+
+    A layer with quantized weights that reads a quantized tensor gets it, so that the fake-quant
+    model computes what the deployed model computes (the ONNX export gives such a bias these
+    int32 levels, which its fused kernels need).
+    """
+
+    def __init__(self, bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor, narrow: bool) -> None:
+        super().__init__()
+        self.register_buffer("scale", bias_grid(bias, input_scale, weight_scale, narrow)[1].clone())
+
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
+        levels = torch.round(bias / self.scale).clamp(INT32_MIN, INT32_MAX)
+        return levels * self.scale + (bias - bias.detach())  # exactly the grid value; gradient 1
+
+
 class ActFakeQuant(nn.Module):
     """Per-tensor activation quantizer; observes while ``observing`` is set.
 
     ``unsigned`` marks activations known to be non-negative (after ReLU): they use all ``2^b``
-    levels on ``[0, c]``; signed ones keep the level ``-2^(b-1)`` (see :mod:`.functional`). One instance serves every tensor of a tied group (seed 004: tensors
+    levels on ``[0, c]``; signed ones keep the level ``-2^(b-1)`` (see :mod:`.functional`);
+    ``None`` leaves it to the calibration data (non-negative there: unsigned), decided when the
+    quantization is set. One instance serves every tensor of a tied group (seed 004: tensors
     joined by add or concat share one scale and bit width), so calibration merges their
     statistics.
     """
 
-    def __init__(self, unsigned: bool, stats: ActivationStats | None = None) -> None:
+    def __init__(self, unsigned: bool | None, stats: ActivationStats | None = None) -> None:
         super().__init__()
         self.unsigned = unsigned
         self.stats = stats if stats is not None else ActivationStats()
@@ -77,13 +99,35 @@ class ActFakeQuant(nn.Module):
         self.observing = False
         self.bits = bits
         if bits != FLOAT_BITS:
+            if self.unsigned is None:
+                self.unsigned = self.stats.nonnegative
             self.scale = self.stats.scale(bits, not self.unsigned, clipping, kind)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on this quantizer's grid, without observing it."""
+        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self.stats.update(x)
             return x
-        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False)
+        return self.quantize(x)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, unsigned={self.unsigned}, observing={self.observing}"
+
+
+class SameGridQuant(nn.Module):
+    """Applies ``quantizer``'s grid, without observing, to a tensor whose values already lie on it
+    (a concat of tensors sharing that grid, a reshaped quantized tensor).
+
+    It changes no value and no statistic; it marks the tensor as quantized, so that the ONNX export
+    writes ``Q -> DQ`` there and ONNX Runtime can hand the next layer integers.
+    """
+
+    def __init__(self, quantizer: ActFakeQuant) -> None:
+        super().__init__()
+        self.quantizer = quantizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.quantizer.observing else self.quantizer.quantize(x)

@@ -14,6 +14,8 @@ FLOAT_BITS = 32
 MIN_BITS = 2
 MAX_BITS = 16
 VALID_BITS = (*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS)
+DEFAULT_INPUT_BITS = 8
+"""Bits of a model input that quantized layers read: images are 8-bit data."""
 
 SCALE_KINDS = ("product", "shift")
 """Seed 004, Table 1: ``product`` is any float scale, ``shift`` a power of two (``s = 2^-fl``)."""

@@ -5,12 +5,19 @@ Like PyTorch's prepare/convert split: :func:`prepare` inserts observing activati
 scales for the chosen bits and parametrizes the weights. Calibration sees float weights and
 float activations, so its statistics do not depend on the policy and can be reused
 (:func:`collect_activation_stats`).
+
+Quantizers sit at every layer's activation site and at the tensor sites of :mod:`.graph` (model
+inputs, add and concat outputs that layers read), keyed by layer name or tensor-site key. A
+tensor site with its own quantizer is quantized only where a layer with quantized weights reads
+it: a model input at ``input_bits``, a join output at the activation settings of the layer it
+follows; otherwise it stays float, so an all-32-bit policy is the float model exactly.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Hashable, Iterable, Mapping, MutableMapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -18,11 +25,17 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from .graph import GraphAnalysis, analyze, quantizable_layers
-from .modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis, weight_scale
+from .modules import ActFakeQuant, BiasFakeQuant, SameGridQuant, WeightFakeQuant, weight_channel_axis, weight_scale
 from .observers import ActivationStats
-from .spec import FLOAT_BITS, LayerQuantConfig
+from .spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
 
 ACT_CONTAINER = "mpq_act"
+"""Holds the layers' activation quantizers (one per tied group)."""
+INPUT_CONTAINER = "mpq_input"
+JOIN_CONTAINER = "mpq_join"
+GRID_CONTAINER = "mpq_grid"
+"""Hold the model inputs' quantizers, the join outputs' own quantizers and the
+:class:`SameGridQuant` s, each by fx node name."""
 
 
 def _module_key(layer: str) -> str:
@@ -31,40 +44,71 @@ def _module_key(layer: str) -> str:
 
 def _insert_after(gm: fx.GraphModule, node_name: str, target: str) -> None:
     node = next(n for n in gm.graph.nodes if n.name == node_name)
-    with gm.graph.inserting_after(node):
+    if node.op == "placeholder":  # after every placeholder: they are the function's arguments
+        context = gm.graph.inserting_before(next(n for n in gm.graph.nodes if n.op != "placeholder"))
+    else:
+        context = gm.graph.inserting_after(node)
+    with context:
         quantized = gm.graph.call_module(target, (node,))
     node.replace_all_uses_with(quantized, delete_user_cb=lambda user: user is not quantized)
 
 
-def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], GraphAnalysis]:
-    """A copy of ``model`` with an observing :class:`ActFakeQuant` at every activation site.
+def _layer_quantizers(analysis: GraphAnalysis, container: nn.Module) -> dict[str, ActFakeQuant]:
+    """One quantizer per tied group or untied layer; signed if any tensor it quantizes (a tied add
+    included) may be negative."""
+    signed_adds = {site.follows for site in analysis.tensor_sites.values() if site.mode == "tied" and not site.unsigned}
+    quantizers: dict[str, ActFakeQuant] = {}
+    groups = list(analysis.ties) + [(name,) for name in analysis.sites if analysis.tie_of(name) is None]
+    for group in groups:
+        signs = [analysis.sites[m].unsigned for m in group]
+        unsigned = None if None in signs else all(signs) and group[0] not in signed_adds
+        quantizer = ActFakeQuant(unsigned=unsigned)
+        container.add_module(_module_key(group[0]), quantizer)
+        quantizers.update(dict.fromkeys(group, quantizer))
+    return {name: quantizers[name] for name in analysis.sites}
 
-    Returns the copy, the quantizer of each layer (tied layers share one) and the analysis.
+
+def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], GraphAnalysis]:
+    """A copy of ``model`` with an observing :class:`ActFakeQuant` at every activation site and
+    tensor site (and a :class:`SameGridQuant` where a layer reads a quantized tensor through
+    grid-preserving ops).
+
+    Returns the copy, the quantizer of each layer and tensor site (tied layers, and the tensor
+    sites that follow them, share one) and the analysis.
     """
     model = copy.deepcopy(model)
     analysis = analyze(model)
-    quantizers: dict[str, ActFakeQuant] = {}
-    container = nn.Module()
-    for group in analysis.ties:
-        shared = ActFakeQuant(unsigned=all(analysis.sites[m].unsigned for m in group))
-        container.add_module(_module_key(group[0]), shared)
-        quantizers.update(dict.fromkeys(group, shared))
-    for name, site in analysis.sites.items():
-        if name not in quantizers:
-            quantizers[name] = ActFakeQuant(unsigned=bool(site.unsigned))
-            container.add_module(_module_key(name), quantizers[name])
+    containers = {name: nn.Module() for name in (ACT_CONTAINER, INPUT_CONTAINER, JOIN_CONTAINER, GRID_CONTAINER)}
+    quantizers = _layer_quantizers(analysis, containers[ACT_CONTAINER])
     if analysis.graph_module is None:
         for name, layer in quantizable_layers(model).items():
             layer.add_module("act_quant", quantizers[name])
             layer.register_forward_hook(lambda module, args, output: module.act_quant(output))
         return model, quantizers, analysis
     gm = analysis.graph_module
-    gm.add_module(ACT_CONTAINER, container)
+    for name, container in containers.items():
+        gm.add_module(name, container)
     for name, site in analysis.sites.items():
         group = analysis.tie_of(name)
         key = _module_key(group[0] if group else name)
         for node_name in site.nodes:
             _insert_after(gm, node_name, f"{ACT_CONTAINER}.{key}")
+    for key, site in analysis.tensor_sites.items():
+        if site.mode == "own":
+            quantizers[key] = ActFakeQuant(unsigned=site.unsigned)
+            container = INPUT_CONTAINER if site.follows is None else JOIN_CONTAINER
+            containers[container].add_module(site.node, quantizers[key])
+            _insert_after(gm, site.node, f"{container}.{site.node}")
+            continue
+        quantizers[key] = quantizers[site.follows]
+        if site.mode == "tied":  # the group's quantizer itself, calibrating on this tensor too
+            _insert_after(gm, site.node, f"{ACT_CONTAINER}.{_module_key(site.follows)}")
+        else:
+            containers[GRID_CONTAINER].add_module(site.node, SameGridQuant(quantizers[key]))
+            _insert_after(gm, site.node, f"{GRID_CONTAINER}.{site.node}")
+    for node_name, key in analysis.regrids.items():
+        containers[GRID_CONTAINER].add_module(node_name, SameGridQuant(quantizers[key]))
+        _insert_after(gm, node_name, f"{GRID_CONTAINER}.{node_name}")
     gm.recompile()
     return gm, quantizers, analysis
 
@@ -99,7 +143,8 @@ def calibrate(model: nn.Module, calib_data: Iterable[Any]) -> int:
 
 
 def collect_activation_stats(model: nn.Module, calib_data: Iterable[Any]) -> dict[str, ActivationStats]:
-    """Calibration statistics per layer (tied layers share one object); reusable across policies."""
+    """Calibration statistics per layer and tensor site (those sharing a quantizer share one
+    object); reusable across policies."""
     prepared, quantizers, _ = prepare(model)
     calibrate(prepared, calib_data)
     return {name: q.stats for name, q in quantizers.items()}
@@ -115,6 +160,24 @@ def _check_ties(configs: Mapping[str, LayerQuantConfig], analysis: GraphAnalysis
                 f"clipping and scale kind (seed 004); got act_bits {detail}")
 
 
+def _act_config(names: list[str], configs: Mapping[str, LayerQuantConfig], analysis: GraphAnalysis,
+                input_bits: int) -> LayerQuantConfig | None:
+    """The activation settings of the quantizer serving ``names``: its layers' config; a tensor
+    site's own quantizer takes the config of the layer it follows, or for a model input
+    ``input_bits`` with the clipping and scale kind of its first reader. ``None`` (float): no
+    layer of the quantizer is configured, or no layer with quantized weights reads its site."""
+    config = next((configs[name] for name in names if name in configs), None)
+    site = analysis.tensor_sites.get(names[0])
+    if site is None or config is not None:
+        return config
+    readers = [configs[r] for r in site.readers if r in configs and configs[r].weight_bits != FLOAT_BITS]
+    if not readers:
+        return None
+    if site.follows is None:
+        return replace(readers[0], act_bits=input_bits)
+    return configs.get(site.follows)
+
+
 WeightScaleCache = MutableMapping[Hashable, torch.Tensor]
 
 
@@ -123,12 +186,14 @@ def quantize_model(
     configs: Mapping[str, LayerQuantConfig],
     calib_data: Iterable[Any] | None = None,
     *,
+    input_bits: int = DEFAULT_INPUT_BITS,
     act_stats: Mapping[str, ActivationStats] | None = None,
     weight_scales: WeightScaleCache | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model``; ``model`` itself is not modified.
 
     ``configs`` maps layer names to their :class:`LayerQuantConfig`; layers not named stay float.
+    ``input_bits`` quantize the model inputs that layers with quantized weights read (32: float).
     Activation scales come from ``act_stats`` if given (see :func:`collect_activation_stats`),
     else from a calibration pass over ``calib_data``. ``weight_scales``, a dict the caller keeps,
     caches each (layer, weight config) scale across calls. A traced model comes back as a
@@ -138,29 +203,31 @@ def quantize_model(
     unknown = sorted(set(configs) - set(layers))
     if unknown:
         raise KeyError(f"no quantizable layer named {unknown[0]!r} in {type(model).__name__}")
+    check_bits(input_bits)
     prepared, quantizers, analysis = prepare(model)
     _check_ties(configs, analysis)
-    needs_acts = any(c.act_bits != FLOAT_BITS for c in configs.values())
-    if act_stats is not None:
-        for name, quantizer in quantizers.items():
-            quantizer.stats = act_stats[name]
-    elif needs_acts:
-        if calib_data is None:
-            raise ValueError("activation quantization needs calib_data or act_stats")
-        calibrate(prepared, calib_data)
     members: dict[int, list[str]] = {}
     for name, quantizer in quantizers.items():
         members.setdefault(id(quantizer), []).append(name)
-    for group in members.values():
-        quantizer = quantizers[group[0]]
-        config = next((configs[m] for m in group if m in configs), None)
+    settings = {key: _act_config(names, configs, analysis, input_bits) for key, names in members.items()}
+    if act_stats is not None:
+        missing = [name for name in quantizers if name not in act_stats]
+        if missing:
+            raise KeyError(f"act_stats has no statistics for {missing[0]!r}; collect them with "
+                           "collect_activation_stats from this model")
+        for name, quantizer in quantizers.items():
+            quantizer.stats = act_stats[name]
+    elif any(config is not None and config.act_bits != FLOAT_BITS for config in settings.values()):
+        if calib_data is None:
+            raise ValueError("activation quantization needs calib_data or act_stats")
+        calibrate(prepared, calib_data)
+    for key, names in members.items():
+        quantizer, config = quantizers[names[0]], settings[key]
         if config is None or config.act_bits == FLOAT_BITS:
             quantizer.set_quantization(FLOAT_BITS)
             continue
         if not quantizer.stats.observed:
-            raise ValueError(f"layer {group[0]!r} never ran during calibration; its activation has no scale")
-        if analysis.graph_module is None:
-            quantizer.unsigned = quantizer.stats.nonnegative
+            raise ValueError(f"{names[0]!r} never ran during calibration; its activation has no scale")
         quantizer.set_quantization(config.act_bits, config.act_clipping, config.scale)
     prepared_layers = quantizable_layers(prepared)
     for name, config in configs.items():
@@ -174,5 +241,19 @@ def quantize_model(
             scale = weight_scale(layer.weight, config, axis)
             if weight_scales is not None:
                 weight_scales[key] = scale
-        parametrize.register_parametrization(layer, "weight", WeightFakeQuant(layer.weight, config, axis, scale))
+        weight_quantizer = WeightFakeQuant(layer.weight, config, axis, scale)
+        parametrize.register_parametrization(layer, "weight", weight_quantizer)
+        _quantize_bias(layer, weight_quantizer, quantizers.get(analysis.reads.get(name) or ""))
     return prepared
+
+
+def _quantize_bias(layer: nn.Module, weight_quantizer: WeightFakeQuant, input_quantizer: ActFakeQuant | None) -> None:
+    """Put the bias of a layer reading a quantized tensor on its int32 grid (:class:`BiasFakeQuant`),
+    where the ONNX export will (per-tensor input scale; weight scales per tensor or per bias entry)."""
+    bias = layer.bias
+    if bias is None or input_quantizer is None or input_quantizer.bits == FLOAT_BITS or \
+            weight_quantizer.scale.numel() not in (1, bias.numel()):
+        return
+    narrow = input_quantizer.bits <= 8 and weight_quantizer.bits <= 8
+    quantizer = BiasFakeQuant(bias, input_quantizer.scale, weight_quantizer.scale, narrow)
+    parametrize.register_parametrization(layer, "bias", quantizer)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..policy import Policy
-from ..quant.graph import analyze, quantizable_layers
+from ..quant.graph import MODEL_INPUT, analyze, quantizable_layers
 from ..quant.spec import FLOAT_BITS
 from .space import SearchSpace
 
@@ -56,7 +56,8 @@ def model_size_bytes(model_or_space: nn.Module | SearchSpace, policy: Policy) ->
 
     Weights take ``weight_bits`` each; biases and every parameter outside the quantizable layers
     (batch norm, PReLU) stay float32. A quantized weight adds one scale per output channel (or one
-    per tensor), a quantized activation one scale per quantizer (tied layers share it). 32-bit
+    per tensor), a quantized layer activation one scale per quantizer (tied layers share it; the
+    few scales of quantized model inputs and add or concat outputs are not counted). 32-bit
     tensors need no scale, so the all-32 policy gives exactly the FP32 size. Bits are summed over
     the model, then rounded up to whole bytes once.
     """
@@ -81,15 +82,17 @@ def bit_operations(space: SearchSpace, policy: Policy) -> int:
     """BOPs: each layer's MACs times its weight bits times the bits of the activation it reads.
 
     The input bits are those of the producing layers' activation quantizers (the widest, when a
-    layer reads several through an add or concat); a model input, or a layer whose inputs are
-    unknown (untraced model), counts as 32-bit float.
+    layer reads several through an add or concat, whose output is quantized at their tied bits);
+    a model input counts the policy's ``input_bits`` when a layer with quantized weights reads it
+    (so it is quantized, :mod:`mpqsearch.quant.transform`), else 32; a layer whose inputs are
+    unknown (untraced model) counts 32.
     """
+    input_quantized = any(MODEL_INPUT in info.input_from and policy.layers[info.name].weight_bits != FLOAT_BITS
+                          for info in space.layers)
+    source_bits = {name: config.act_bits for name, config in policy.layers.items()}
+    source_bits[MODEL_INPUT] = policy.input_bits if input_quantized else FLOAT_BITS
     total = 0
     for info in space.layers:
-        config = policy.layers[info.name]
-        sources = [s for s in info.input_from if s in policy.layers]
-        in_bits = max((policy.layers[s].act_bits for s in sources), default=FLOAT_BITS)
-        if len(sources) < len(info.input_from):
-            in_bits = FLOAT_BITS
-        total += info.macs * config.weight_bits * in_bits
+        in_bits = max((source_bits.get(s, FLOAT_BITS) for s in info.input_from), default=FLOAT_BITS)
+        total += info.macs * policy.layers[info.name].weight_bits * in_bits
     return total

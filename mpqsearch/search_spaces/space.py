@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ..policy import Fingerprint, Policy
-from ..quant.spec import FLOAT_BITS, LayerQuantConfig, check_bits
+from ..quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
 from .layers import LayerInfo, StageMap, discover_layers
 
 DEFAULT_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -60,13 +60,14 @@ class SearchSpace:
 
     def __init__(self, layers: Sequence[LayerInfo], weight_choices: Mapping[str, Iterable[int]],
                  act_choices: Mapping[str, Iterable[int]], *, other_params: int = 0,
-                 base: LayerQuantConfig = LayerQuantConfig()) -> None:
+                 base: LayerQuantConfig = LayerQuantConfig(), input_bits: int = DEFAULT_INPUT_BITS) -> None:
         self.layers = tuple(layers)
         self._by_name = {layer.name: layer for layer in self.layers}
         self.weight_choices = {n: _choices(weight_choices[n], f"{n} weight bits") for n in self._by_name}
         self.act_choices = {n: _choices(act_choices[n], f"{n} activation bits") for n in self._by_name}
         self.other_params = other_params
         self.base = base
+        self.input_bits = check_bits(input_bits)
         self.tied_groups: dict[str, tuple[str, ...]] = {}
         for layer in self.layers:
             if layer.tied_group:
@@ -95,6 +96,7 @@ class SearchSpace:
         overrides: Mapping[str, Mapping[str, Iterable[int]]] | None = None,
         stages: StageMap | None = None,
         base: LayerQuantConfig = LayerQuantConfig(),
+        input_bits: int = DEFAULT_INPUT_BITS,
     ) -> SearchSpace:
         """Discover the layers of ``model`` and give each the same choices, then narrow them.
 
@@ -102,7 +104,8 @@ class SearchSpace:
         ``overrides`` maps a glob pattern to ``{"weight_bits": [...], "act_bits": [...]}``;
         ``stages`` maps layer names or dotted prefixes to stage names (default: the top-level
         child module); ``base`` holds the non-bit settings (scale kind, granularity, clipping)
-        of the policies this space produces. Every pattern must match a layer.
+        and ``input_bits`` the model inputs' bits of the policies this space produces. Every
+        pattern must match a layer.
         """
         layers = discover_layers(model, example_input, stages)
         names = [layer.name for layer in layers]
@@ -125,7 +128,7 @@ class SearchSpace:
         modules = dict(model.named_modules())
         layer_params = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
         other = sum(p.numel() for p in model.parameters() if id(p) not in layer_params)
-        return cls(layers, weight_choices, act_choices, other_params=other, base=base)
+        return cls(layers, weight_choices, act_choices, other_params=other, base=base, input_bits=input_bits)
 
     # --- what the space holds -------------------------------------------------------------
     @property
@@ -190,7 +193,7 @@ class SearchSpace:
             weight = params.get(f"{n}/w", self.weight_choices[n][0])
             act = params.get(self.act_param(n), self.act_choices[n][0])
             layers[n] = replace(self.base, weight_bits=int(weight), act_bits=int(act))
-        return Policy(layers, self.fingerprint())
+        return Policy(layers, self.fingerprint(), input_bits=self.input_bits)
 
     def params_from_policy(self, policy: Policy) -> dict[str, int]:
         """The parameter assignment of ``policy``; raises if it lies outside this space."""
@@ -220,7 +223,8 @@ class SearchSpace:
                     raise ValueError(f"{n}: none of {list(bits)} is among its {kind} choices {list(target[n])}")
                 for m in members:
                     target[m] = kept
-        return SearchSpace(self.layers, weight_choices, act_choices, other_params=self.other_params, base=self.base)
+        return SearchSpace(self.layers, weight_choices, act_choices, other_params=self.other_params, base=self.base,
+                           input_bits=self.input_bits)
 
     def __repr__(self) -> str:
         return f"SearchSpace({len(self.layers)} layers, {len(self.parameters())} parameters)"

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mpqsearch.quant import (ActFakeQuant, LayerQuantConfig, UntraceableModelWarning, analyze,
-                             collect_activation_stats, quantizable_layers, quantize_model)
+                             collect_activation_stats, quant_range, quantizable_layers, quantize_model)
 
 
 def _configs(model, weight_bits=8, act_bits=8, **options):
@@ -33,7 +33,7 @@ def test_layers_feeding_add_or_concat_share_a_scale(example_model, calib_data):
     analysis = analyze(example_model)
     assert analysis.ties == [("stem", "block.depthwise"), ("branch_a", "branch_b")]
     qmodel = quantize_model(example_model, _configs(example_model, 8, 6), calib_data)
-    assert len(_act_quantizers(qmodel)) == 5  # 7 layers, two pairs tied
+    assert len(_act_quantizers(qmodel)) == 7  # 7 layers, two pairs tied; the model input; the add
     shared = qmodel.mpq_act.branch_a
     code = qmodel.code
     assert code.count("self.mpq_act.branch_a(") == 2 and code.count("self.mpq_act.stem(") == 2
@@ -51,22 +51,145 @@ def test_tied_layers_must_agree(example_model, calib_data):
         quantize_model(example_model, configs, calib_data)
 
 
+class Stream(nn.Module):
+    """A residual stream whose last add joins a layer's output and the model input, read by a layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 4, 3, padding=1)
+        self.b1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.b2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.tail = nn.Conv2d(4, 3, 3, padding=1)
+        self.out = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        y = self.head(x)
+        y = y + self.b1(y)
+        y = y + self.b2(torch.relu(y))
+        return self.out(self.tail(y) + x)
+
+
 def test_residual_stream_ties_through_chained_adds():
-    class Stream(nn.Module):
+    assert analyze(Stream()).ties == [("head", "b1", "b2")]  # tail + model input: nothing to tie
+
+
+def test_every_tensor_a_layer_reads_is_quantized():
+    """Each add gets its own quantizer following its tied group (head's); b2 reads the first add
+    through a ReLU, on the add's grid; tail(y) + x joins a layer and the model input: its own
+    quantizer at tail's settings, signed (a model input may be negative)."""
+    analysis = analyze(Stream())
+    sites = {key: (s.node, s.follows, s.mode, s.unsigned, s.readers) for key, s in analysis.tensor_sites.items()}
+    assert sites == {
+        "<input:x>": ("x", None, "own", None, ("head",)),
+        "<join:add>": ("add", "head", "own", False, ("b2",)),
+        "<join:add_1>": ("add_1", "head", "own", False, ("tail",)),
+        "<join:add_2>": ("add_2", "tail", "own", False, ("out",)),
+    }
+    assert analysis.regrids == {"relu": "<join:add>"}
+    assert analysis.reads == {"head": "<input:x>", "b1": "head", "b2": "<join:add>", "tail": "<join:add_1>",
+                              "out": "<join:add_2>"}
+
+
+def _outputs(qmodel, names, x):
+    """What the modules ``names`` of ``qmodel`` output on ``x``."""
+    seen = {}
+
+    def record(name):
+        def hook(module, args, output):
+            seen.setdefault(name, (args[0], output))
+        return hook
+    handles = [qmodel.get_submodule(name).register_forward_hook(record(name)) for name in names]
+    with torch.no_grad():
+        qmodel(x)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def _on_grid(x, quantizer):
+    levels = x / quantizer.scale
+    low, high = quant_range(quantizer.bits, signed=not quantizer.unsigned, narrow=False)
+    return torch.allclose(levels, levels.round(), atol=1e-3) and low <= levels.min() and levels.max() <= high
+
+
+def test_join_outputs_are_quantized(example_model, calib_data, example_input):
+    analysis = analyze(example_model)
+    add, cat = analysis.tensor_sites["<join:add>"], analysis.tensor_sites["<join:cat>"]
+    assert (add.mode, add.follows, add.unsigned, add.readers) == ("own", "stem", False, ("branch_a", "branch_b"))
+    assert (cat.mode, cat.follows, cat.readers) == ("same_grid", "branch_a", ("up",))
+    qmodel = quantize_model(example_model, _configs(example_model, 8, 6), calib_data)
+    stats = collect_activation_stats(example_model, calib_data)
+    # the add: its own quantizer at its tied group's bits, calibrated on the sum
+    quantizer = qmodel.mpq_join.add
+    assert (quantizer.bits, quantizer.unsigned) == (6, False)
+    assert torch.equal(quantizer.scale, stats["<join:add>"].scale(6, signed=True))
+    assert not torch.equal(quantizer.scale, qmodel.mpq_act.stem.scale)
+    # the concat: branch_a's and branch_b's shared quantizer, not calibrated again, no value changed
+    assert qmodel.mpq_grid.cat.quantizer is qmodel.mpq_act.branch_a
+    assert stats["<join:cat>"] is stats["branch_a"]
+    seen = _outputs(qmodel, ["mpq_join.add", "mpq_grid.cat"], example_input)
+    assert _on_grid(seen["mpq_join.add"][1], quantizer)
+    cat_in, cat_out = seen["mpq_grid.cat"]
+    assert torch.equal(cat_in, cat_out) and _on_grid(cat_out, qmodel.mpq_act.branch_a)
+
+
+def test_an_add_concatenated_with_its_group_shares_the_group_quantizer():
+    """ESRGAN's dense block: the residual sum is concatenated with a conv's output (seed 004:
+    they share one scale), so the concat stays on one grid."""
+    class Dense(nn.Module):
         def __init__(self):
             super().__init__()
             self.head = nn.Conv2d(3, 4, 3, padding=1)
-            self.b1 = nn.Conv2d(4, 4, 3, padding=1)
-            self.b2 = nn.Conv2d(4, 4, 3, padding=1)
-            self.tail = nn.Conv2d(4, 3, 3, padding=1)
+            self.res = nn.Conv2d(4, 4, 3, padding=1)
+            self.grow = nn.Conv2d(4, 4, 3, padding=1)
+            self.fuse = nn.Conv2d(8, 3, 1)
 
         def forward(self, x):
-            y = self.head(x)
-            y = y + self.b1(y)
-            y = y + self.b2(torch.relu(y))
-            return self.tail(y) + x
+            f = self.head(x)
+            f = f + self.res(f)
+            return self.fuse(torch.cat([f, nn.functional.leaky_relu(self.grow(f), 0.2)], dim=1))
 
-    assert analyze(Stream()).ties == [("head", "b1", "b2")]  # tail + model input: nothing to tie
+    model = Dense().eval()
+    analysis = analyze(model)
+    assert analysis.ties == [("head", "res", "grow")]
+    assert {k: s.mode for k, s in analysis.tensor_sites.items()} == {
+        "<input:x>": "own", "<join:add>": "tied", "<join:cat>": "same_grid"}
+    calib = [torch.randn(2, 3, 8, 8)]
+    stats = collect_activation_stats(model, calib)
+    assert stats["<join:add>"] is stats["head"] is stats["grow"]
+    qmodel = quantize_model(model, _configs(model, 8, 8), calib)
+    seen = _outputs(qmodel, ["mpq_grid.cat"], calib[0])
+    cat_in, cat_out = seen["mpq_grid.cat"]
+    assert torch.equal(cat_in, cat_out) and _on_grid(cat_out, qmodel.mpq_act.head)
+
+
+def test_model_input_is_quantized(example_model, calib_data, example_input):
+    qmodel = quantize_model(example_model, _configs(example_model), calib_data)
+    quantizer = qmodel.mpq_input.x
+    largest = max(x.abs().max() for x in calib_data)
+    assert (quantizer.bits, quantizer.unsigned) == (8, False)  # signed calibration data
+    assert torch.allclose(quantizer.scale, largest / 127)
+    assert _on_grid(_outputs(qmodel, ["stem"], example_input)["stem"][0], quantizer)
+    images = [x.abs() for x in calib_data]  # non-negative: unsigned, all 2^b levels
+    unsigned = quantize_model(example_model, _configs(example_model), images, input_bits=4).mpq_input.x
+    assert (unsigned.bits, unsigned.unsigned) == (4, True)
+    assert torch.allclose(unsigned.scale, largest / 15)
+    assert quantize_model(example_model, _configs(example_model), calib_data, input_bits=32).mpq_input.x.bits == 32
+    configs = _configs(example_model)
+    configs["stem"] = LayerQuantConfig(32, 8)  # its only reader keeps float weights: the input stays float
+    assert quantize_model(example_model, configs, calib_data).mpq_input.x.bits == 32
+    with pytest.raises(ValueError, match="bits must be 2..16 or 32, got 1"):
+        quantize_model(example_model, configs, calib_data, input_bits=1)
+
+
+def test_layers_reading_quantized_tensors_add_biases_on_the_int32_grid(example_model, calib_data):
+    qmodel = quantize_model(example_model, _configs(example_model, 4, 8), calib_data)
+    for name, input_quantizer in {"stem": qmodel.mpq_input.x, "branch_a": qmodel.mpq_join.add}.items():
+        layer = qmodel.get_submodule(name)
+        scale = input_quantizer.scale * layer.parametrizations.weight[0].scale
+        assert torch.equal(layer.bias, (layer.bias / scale).round() * scale)
+        assert (layer.bias - example_model.get_submodule(name).bias).abs().max() <= scale.max() / 2
+    assert not hasattr(qmodel.head, "parametrizations") or "bias" not in qmodel.head.parametrizations  # reads the mean
 
 
 def test_input_model_is_untouched(example_model, calib_data):
@@ -79,7 +202,7 @@ def test_input_model_is_untouched(example_model, calib_data):
 
 
 def test_32_bits_everywhere_changes_nothing(example_model, example_input):
-    qmodel = quantize_model(example_model, _configs(example_model, 32, 32))
+    qmodel = quantize_model(example_model, _configs(example_model, 32, 32))  # input_bits 8: no quantized reader
     assert torch.equal(qmodel(example_input), example_model(example_input))
 
 
@@ -154,3 +277,7 @@ def test_bad_inputs_name_what_is_wrong(example_model):
         quantize_model(example_model, _configs(example_model))
     with pytest.raises(ValueError, match="empty"):
         quantize_model(example_model, _configs(example_model), [])
+    stale = {k: v for k, v in collect_activation_stats(example_model, [torch.randn(1, 3, 32, 32)]).items()
+             if not k.startswith("<")}  # statistics collected before model inputs and joins were quantized
+    with pytest.raises(KeyError, match="no statistics for '<input:x>'"):
+        quantize_model(example_model, _configs(example_model), act_stats=stale)

@@ -97,10 +97,27 @@ def test_bit_operations_by_hand(space):
     layers = {layer.name: layer for layer in space.layers}
     assert layers["branch_a"].input_from == ("block.depthwise", "stem")
     assert layers["stem"].input_from == ("<input>",)
-    policy = Policy.uniform(space, 4, 8)
+    policy = Policy.uniform(space, 4, 8, input_bits=6)
     policy.layers["up"] = policy.layers["up"].__class__(6, 5)
     macs = {n: layer.macs for n, layer in layers.items()}
-    expected = (macs["stem"] * 4 * 32  # reads the float model input
-                + sum(macs[n] * 4 * 8 for n in ("block.conv", "block.depthwise", "branch_a", "branch_b"))
-                + macs["up"] * 6 * 8 + macs["head"] * 4 * 5)
-    assert bit_operations(space, policy) == expected
+    rest = (sum(macs[n] * 4 * 8 for n in ("block.conv", "block.depthwise", "branch_a", "branch_b"))
+            + macs["up"] * 6 * 8 + macs["head"] * 4 * 5)
+    assert bit_operations(space, policy) == macs["stem"] * 4 * 6 + rest  # reads the 6-bit model input
+    policy.input_bits = 32
+    assert bit_operations(space, policy) == macs["stem"] * 4 * 32 + rest  # reads the float model input
+    policy.input_bits = 8
+    policy.layers["stem"] = policy.layers["stem"].__class__(32, 8)  # float weights: the input stays float
+    assert bit_operations(space, policy) == macs["stem"] * 32 * 32 + rest
+
+
+def test_policies_carry_the_input_bits(example_model, example_input, space):
+    assert space.input_bits == 8 and Policy.uniform(space, 4, 8).input_bits == 8
+    params = {name: choices[0] for name, choices in space.parameters().items()}
+    assert space.policy_from_params(params).input_bits == 8
+    float_input = SearchSpace.from_model(example_model, example_input, input_bits=32)
+    assert float_input.policy_from_params(params).input_bits == 32
+    assert float_input.restrict(weight={"stem": [8]}).input_bits == 32
+    assert Policy.uniform(float_input, 8, 8).input_bits == 32
+    assert Policy.uniform(float_input, 8, 8, input_bits=6).input_bits == 6
+    with pytest.raises(ValueError, match="got 1"):
+        SearchSpace.from_model(example_model, example_input, input_bits=1)

@@ -3,19 +3,25 @@
 Execution model (ONNX Runtime 1.31, CPU). What decides a layer's speed is the kernel ONNX
 Runtime picks, and that depends on three bit widths, not on the exact number of bits:
 
-- ``int8``: the weight, the activation the layer reads directly (the quantized output of
-  another layer, not a model input and not an unquantized add, concat or mean of activations)
-  and the layer's own output activation all have 8 bits or fewer: ``DQ -> Conv -> Q`` fuses
-  into ``QLinearConv``. 2..8 bits all run the same int8 kernel; the narrower levels only cost
-  a ``DQ -> Clip -> Q`` (:mod:`mpqsearch.quant.export`), which this table does not see;
+- ``int8``: the weight, the tensor the layer reads and the layer's own output activation all
+  have 8 bits or fewer, and nothing but a clamp at zero into an unsigned grid (ReLU) lies between
+  the layer and its output quantizer: ``DQ -> Conv -> Q`` fuses into ``QLinearConv``. The tensor
+  read is quantized when it is another layer's output, a model input (the policy's
+  ``input_bits``) or an add or concat output (its tied group's bits), each directly or through
+  grid-preserving ops (:mod:`mpqsearch.quant.graph`); anything else (a mean, ``0.2 * y``) is float.
+  2..8 bits all run the same int8 kernel; the narrower levels only cost a ``DQ -> Clip -> Q``
+  (:mod:`mpqsearch.quant.export`), which this table does not see;
 - ``int16``: none of the three is 32 bits but one is wider than 8: a float kernel between
   int16 Q/DQ (ONNX Runtime has no int16 convolution on the CPU);
-- ``float``: any of the three is 32 bits: a float kernel.
+- ``float``: any of the three is 32 bits, or an activation that no int8 kernel folds (PReLU,
+  LeakyReLU, sigmoid, a ReLU into a signed grid) follows the layer: a float kernel (the Q/DQ
+  around it, small next to it, are not counted).
 
-(The output bits count because ONNX Runtime fuses only a convolution whose output is quantized;
-the input is the direct one because a quantized tensor that goes through an add first reaches
-the layer unquantized.) ConvTranspose and Gemm have no int8 kernel at all: their ``int8`` entry
-is measured like any other and comes out as float plus Q/DQ.
+(The output bits count because ONNX Runtime fuses only a convolution whose output is quantized.)
+ConvTranspose and Gemm have no int8 kernel at all: their ``int8`` entry is measured like any
+other and comes out as float plus Q/DQ. Adds and concats of quantized tensors run as
+``QLinearAdd`` and ``QLinearConcat``; like every op outside the layers they are in the constant
+below, measured in float.
 
 Each (layer, kind) is measured as a one-layer ONNX model at the layer's real input shape
 (captured by a forward hook on the example input): for ``int8``/``int16`` an integer input,
@@ -46,15 +52,15 @@ from typing import Any
 
 import onnxruntime
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.nn.utils import parametrize
 
 from ...policy import Policy
 from ...quant.export import Dequantize, Quantize, container, export_onnx, dequantized_weight, write_onnx
-from ...quant.graph import analyze, quantizable_layers
-from ...quant.modules import WeightFakeQuant, weight_channel_axis
+from ...quant.graph import MODEL_INPUT, ActivationSite, quantizable_layers
+from ...quant.modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis
 from ...quant.spec import FLOAT_BITS, LayerQuantConfig
-from ...quant.transform import calibrate
+from ...quant.transform import calibrate, prepare
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend
 from .ort import OnnxRuntimeBackend, time_onnx
 
@@ -79,25 +85,24 @@ class LayerPlan:
     input_shape: tuple[int, ...]
     calls: int
     source: str | None
-    """The layer whose quantized output this layer reads directly; ``None``: anything else."""
+    """Whose bits quantize the tensor this layer reads: a layer (its activation, or the add or
+    concat of its tied group), :data:`~mpqsearch.quant.graph.MODEL_INPUT` (``input_bits``), or
+    ``None`` (an unquantized tensor)."""
+    fuses: bool = True
+    """Whether an int8 kernel can write the layer's quantized output (module docstring)."""
 
     def kind(self, policy: Policy) -> str:
         config = policy.layers[self.name]
-        input_bits = policy.layers[self.source].act_bits if self.source else FLOAT_BITS
-        return execution_kind(config.weight_bits, input_bits, config.act_bits)
+        if self.source is None:
+            input_bits = FLOAT_BITS
+        else:
+            input_bits = policy.input_bits if self.source == MODEL_INPUT else policy.layers[self.source].act_bits
+        kind = execution_kind(config.weight_bits, input_bits, config.act_bits)
+        return "float" if kind == "int8" and not self.fuses else kind
 
 
-def _direct_sources(analysis: Any, layers: dict[str, nn.Module]) -> dict[str, str | None]:
-    if analysis.graph_module is None:  # untraced: the inputs are unknown, count them as float
-        return {}
-    site_of = {node: layer for layer, site in analysis.sites.items() for node in site.nodes}
-    sources: dict[str, str | None] = {}
-    for node in analysis.graph_module.graph.nodes:
-        if node.op == "call_module" and node.target in layers:
-            arg = node.args[0] if node.args else None
-            source = site_of.get(arg.name) if isinstance(arg, fx.Node) else None
-            sources[node.target] = source if sources.get(node.target, source) == source else None
-    return sources
+def _fuses(site: ActivationSite, quantizer: ActFakeQuant) -> bool:
+    return site.chain == "none" or (site.chain == "clamp" and quantizer.unsigned is True)
 
 
 def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPlan], str]:
@@ -118,9 +123,10 @@ def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPl
     finally:
         for handle in handles:
             handle.remove()
-    analysis = analyze(model)
-    sources = _direct_sources(analysis, layers)
-    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name)) for name, shape in shapes.items()}
+    _, quantizers, analysis = prepare(model)
+    sources = {name: analysis.act_source(key) for name, key in analysis.reads.items() if key is not None}
+    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name),
+                             _fuses(analysis.sites[name], quantizers[name])) for name, shape in shapes.items()}
     structure = analysis.graph_module.code if analysis.traced else repr(model)
     return plans, structure
 
