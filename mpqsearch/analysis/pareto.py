@@ -49,9 +49,10 @@ def objectives_of(results: Results, names: Sequence[str] | None = None) -> list[
     made two or three for a front (a single objective is paired with ``size_ratio``, or
     ``bops_ratio`` if it is ``size_ratio``; beyond three, the first three)."""
     if names is None:
-        names = [o.metric for o in results.objectives][:3]
-        if len(names) == 1:
-            names.append("size_ratio" if names[0] != "size_ratio" else "bops_ratio")
+        spec = [(o.metric, o.direction) for o in results.objectives][:3]
+        if len(spec) == 1:
+            spec.append(("size_ratio" if spec[0][0] != "size_ratio" else "bops_ratio", "minimize"))
+        return spec
     return [(name, results.direction(name)) for name in names]
 
 

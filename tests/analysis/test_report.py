@@ -30,7 +30,8 @@ def test_report_is_self_contained_with_every_figure_and_the_front_table(report):
     assert page.count("<script") >= 1 + len(FIGURES) and len(page) > 3_000_000  # plotly.js is inlined
     for name in FIGURES:
         assert f'id="{name}"' in page
-    assert "<h2>Pareto front (" in page and "<td>uniform</td>" in page
+    front = re.search(r"<h2>Pareto front \((\d+) of 6 completed trials\)</h2>(.*)</table>", page)
+    assert front and front.group(2).count("<tr>") == int(front.group(1)) + 1  # header and one row per trial
 
 
 def test_hypervolume_chart_compares_experiments_and_scores_figure_takes_supplied_scores(optuna_run, nni_run):
