@@ -263,3 +263,84 @@ def test_untraceable_model_exports_through_its_hooks(calib_data, tmp_path):
     with torch.no_grad():
         expected = qmodel(x).numpy()
     assert np.abs(_ort_run(path, x) - expected).max() <= float(qmodel.b.act_quant.scale) * (1 + 1e-5)
+
+
+def _bicubic(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+
+
+class SRResNetLike(nn.Module):
+    """SRGAN's generator in miniature: conv-PReLU head, residual blocks (conv, PReLU, conv, plus
+    the skip), a conv and the long skip, a conv-PReLU-pixel-shuffle upsampler, the tail conv and
+    a bicubic skip from the input."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 5, padding=2), nn.PReLU())
+        self.blocks = nn.ModuleList(nn.ModuleDict({"conv1": nn.Conv2d(channels, channels, 3, padding=1),
+                                                   "act": nn.PReLU(),
+                                                   "conv2": nn.Conv2d(channels, channels, 3, padding=1)})
+                                    for _ in range(2))
+        self.body = nn.Conv2d(channels, channels, 3, padding=1)
+        self.up = nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PReLU(), nn.PixelShuffle(2))
+        self.tail = nn.Conv2d(channels, 3, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = residual = self.head(x)
+        for block in self.blocks:
+            residual = residual + block["conv2"](block["act"](block["conv1"](residual)))
+        features = features + self.body(residual)
+        return self.tail(self.up(features)) + _bicubic(x)
+
+
+class DenseLike(nn.Module):
+    """ESRGAN's dense block in miniature: each conv reads the concat of the trunk and all
+    LeakyReLU outputs before it, the fuse conv's output comes back scaled by 0.2, twice."""
+
+    def __init__(self, channels: int = 8, growth: int = 4) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "grow0": nn.Conv2d(channels, growth, 3, padding=1),
+            "grow1": nn.Conv2d(channels + growth, growth, 3, padding=1),
+            "fuse": nn.Conv2d(channels + 2 * growth, channels, 1)}) for _ in range(2))
+        self.tail = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        trunk = self.head(x)
+        for block in self.blocks:
+            features = trunk
+            for name in ("grow0", "grow1"):
+                features = torch.cat([features, nn.functional.leaky_relu(block[name](features), 0.2)], dim=1)
+            trunk = trunk + 0.2 * block["fuse"](features)
+        return self.tail(trunk) + x
+
+
+def _sr_images(count: int, size: int) -> torch.Tensor:
+    """Smooth non-negative images in [0, 1], as SR models see."""
+    noise = torch.rand(count, 3, size // 4, size // 4, generator=torch.Generator().manual_seed(4))
+    return nn.functional.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize(("model", "fused", "joins"), [
+    # the PReLU convs run float (no int8 kernel folds a PReLU); every conv without an activation
+    # fuses, the tail through the pixel shuffle; the block adds and the long skip run as
+    # QLinearAdd (the bicubic skip is the model output: float)
+    (SRResNetLike, {"blocks.0.conv2", "blocks.1.conv2", "body", "tail"}, {"QLinearAdd": 3, "QLinearConcat": 0}),
+    # the LeakyReLU convs run float; head reads the unsigned 8-bit input; the concats stay on the
+    # trunk's grid (the first block's output is concatenated in the second block: tied)
+    (DenseLike, {"head", "blocks.0.fuse", "blocks.1.fuse", "tail"}, {"QLinearAdd": 0, "QLinearConcat": 4}),
+])
+def test_super_resolution_look_alikes(model, fused, joins, tmp_path):
+    model = model().eval()
+    images = _sr_images(6, 24)
+    qmodel = quantize_model(model, dict.fromkeys(quantizable_layers(model), LayerQuantConfig(8, 8)), [images[:4]])
+    assert qmodel.mpq_input.x.unsigned
+    counts, convs = _fused(export_onnx(qmodel, images[:1], tmp_path / "model.onnx", dynamic_batch=True), tmp_path)
+    assert convs == fused
+    assert {op: counts[op] for op in joins} == joins
+    with torch.no_grad():
+        expected = qmodel(images).numpy()
+    diff = np.abs(_ort_run(tmp_path / "model.onnx", images) - expected)
+    step = float(qmodel.mpq_act.tail.scale)
+    assert diff.max() <= step * (1 + 1e-5) and (diff > step / 2).mean() < 0.02
