@@ -1,10 +1,12 @@
 """ONNX Runtime latency of uniform policies against FP32, and the lookup table's estimate.
 
-For the example model and the ``sr-espcn-x2`` workload (skipped, with the reason, when it cannot
-be built), each policy's fake-quant model is exported (``mpqsearch.quant.export``) and timed
-end to end in ONNX Runtime on the CPU as the ``onnxruntime`` latency backend does, all in one
-run with the policies taking turns; the speed-up is FP32's median over the policy's. The
-``lut`` column is the lookup-table backend's estimate, from a table measured fresh in this run.
+For the example model and the super-resolution workloads (each skipped, with the reason, when it
+cannot be built), each policy's fake-quant model is exported (``mpqsearch.quant.export``) and
+timed end to end in ONNX Runtime on the CPU as the ``onnxruntime`` latency backend does, all in
+one run with the policies taking turns; the speed-up is FP32's median over the policy's. The
+``int8 layers`` column counts the layers ONNX Runtime runs as ``QLinearConv`` (from its optimized
+graph), the ``lut`` column is the lookup-table backend's estimate, from a table measured fresh in
+this run.
 
     python benchmarks/onnx_latency.py [--threads 1] [--repeats 200] [--warmup 20] [--rounds 10]
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from mpqsearch import Policy, SearchSpace, apply_policy
@@ -59,16 +62,24 @@ def _interleaved(sessions: dict[str, Any], feed: dict[str, Any], args: argparse.
     return times
 
 
+def _int8_layers(path: Path) -> int:
+    """How many layers ONNX Runtime's optimized graph of ``path`` runs as QLinearConv."""
+    optimized = path.with_suffix(".optimized.onnx")
+    onnxruntime_session(path, optimized_model_path=optimized)
+    return sum(node.op_type == "QLinearConv" for node in onnx.load(str(optimized)).graph.node)
+
+
 def _rows(model_name: str, model: torch.nn.Module, example: torch.Tensor, calib: list[Any],
           args: argparse.Namespace, tmp: Path) -> list[dict[str, str]]:
     table = LookupTableBackend(cache_dir=tmp, threads=args.threads, repeats=args.repeats, warmup=args.warmup)
     space = SearchSpace.from_model(model, example)
-    sessions, estimates = {}, {}
+    sessions, estimates, int8_layers = {}, {}, {}
     for label, (weight_bits, act_bits) in POLICIES.items():
         policy = Policy.uniform(space, weight_bits, act_bits)
         qmodel = apply_policy(model, policy, calib)
         path = export_onnx(qmodel, example, tmp / f"{model_name}-{label}.onnx")
         sessions[label] = onnxruntime_session(path, threads=args.threads)
+        int8_layers[label] = f"{_int8_layers(path)}/{len(space.layers)}"
         estimates[label] = table.measure(LatencyRequest(model, qmodel, example, space, policy)).median_ms
     times = _interleaved(sessions, {sessions["FP32"].get_inputs()[0].name: example.numpy()}, args)
     medians = {label: float(np.median(t)) for label, t in times.items()}
@@ -77,7 +88,8 @@ def _rows(model_name: str, model: torch.nn.Module, example: torch.Tensor, calib:
         q1, q3 = np.percentile(measured, [25, 75])
         rows.append({"model": model_name, "policy": label, "input": "x".join(map(str, example.shape)),
                      "median ms": f"{medians[label]:.3f}", "IQR ms": f"{q3 - q1:.3f}",
-                     "speed-up": f"{medians['FP32'] / medians[label]:.2f}x", "lut ms": f"{estimates[label]:.3f}"})
+                     "speed-up": f"{medians['FP32'] / medians[label]:.2f}x", "int8 layers": int8_layers[label],
+                     "lut ms": f"{estimates[label]:.3f}"})
     return rows
 
 
@@ -87,7 +99,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=10, help="turns the policies take (interleaved timing)")
-    parser.add_argument("--workloads", default="sr-espcn-x2", help="comma-separated workload names")
+    parser.add_argument("--workloads", default="sr-espcn-x2,sr-srresnet-x2,sr-rrdb-x2",
+                        help="comma-separated workload names")
     args = parser.parse_args()
     info = machine()
     print(f"CPU {info['cpu']}, ONNX Runtime {info['onnxruntime']}, torch {torch.__version__}, "
