@@ -54,15 +54,13 @@ def _insert_after(gm: fx.GraphModule, node_name: str, target: str) -> None:
 
 
 def _layer_quantizers(analysis: GraphAnalysis, container: nn.Module) -> dict[str, ActFakeQuant]:
-    """One quantizer per tied group or untied layer; signed if any tensor it quantizes (a tied add
-    included) may be negative."""
-    signed_adds = {site.follows for site in analysis.tensor_sites.values() if site.mode == "tied" and not site.unsigned}
+    """One quantizer per tied group or untied layer; signed if any of its layers' outputs may be
+    negative."""
     quantizers: dict[str, ActFakeQuant] = {}
     groups = list(analysis.ties) + [(name,) for name in analysis.sites if analysis.tie_of(name) is None]
     for group in groups:
         signs = [analysis.sites[m].unsigned for m in group]
-        unsigned = None if None in signs else all(signs) and group[0] not in signed_adds
-        quantizer = ActFakeQuant(unsigned=unsigned)
+        quantizer = ActFakeQuant(unsigned=None if None in signs else all(signs))
         container.add_module(_module_key(group[0]), quantizer)
         quantizers.update(dict.fromkeys(group, quantizer))
     return {name: quantizers[name] for name in analysis.sites}
@@ -73,8 +71,8 @@ def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], Graph
     tensor site (and a :class:`SameGridQuant` where a layer reads a quantized tensor through
     grid-preserving ops).
 
-    Returns the copy, the quantizer of each layer and tensor site (tied layers, and the tensor
-    sites that follow them, share one) and the analysis.
+    Returns the copy, the quantizer of each layer and tensor site (tied layers share one, which a
+    ``same_grid`` tensor site maps to) and the analysis.
     """
     model = copy.deepcopy(model)
     analysis = analyze(model)
@@ -99,11 +97,8 @@ def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], Graph
             container = INPUT_CONTAINER if site.follows is None else JOIN_CONTAINER
             containers[container].add_module(site.node, quantizers[key])
             _insert_after(gm, site.node, f"{container}.{site.node}")
-            continue
-        quantizers[key] = quantizers[site.follows]
-        if site.mode == "tied":  # the group's quantizer itself, calibrating on this tensor too
-            _insert_after(gm, site.node, f"{ACT_CONTAINER}.{_module_key(site.follows)}")
-        else:
+        else:  # a concat on its group's grid
+            quantizers[key] = quantizers[site.follows]
             containers[GRID_CONTAINER].add_module(site.node, SameGridQuant(quantizers[key]))
             _insert_after(gm, site.node, f"{GRID_CONTAINER}.{site.node}")
     for node_name, key in analysis.regrids.items():

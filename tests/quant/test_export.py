@@ -327,8 +327,8 @@ def _sr_images(count: int, size: int) -> torch.Tensor:
     # fuses, the tail through the pixel shuffle; the block adds and the long skip run as
     # QLinearAdd (the bicubic skip is the model output: float)
     (SRResNetLike, {"blocks.0.conv2", "blocks.1.conv2", "body", "tail"}, {"QLinearAdd": 3, "QLinearConcat": 0}),
-    # the LeakyReLU convs run float; head reads the unsigned 8-bit input; the concats stay on the
-    # trunk's grid (the first block's output is concatenated in the second block: tied)
+    # the LeakyReLU convs run float; head reads the unsigned 8-bit input; the first block's
+    # concats stay on the trunk's grid, the second's requantize the first block's sum
     (DenseLike, {"head", "blocks.0.fuse", "blocks.1.fuse", "tail"}, {"QLinearAdd": 0, "QLinearConcat": 4}),
 ])
 def test_super_resolution_look_alikes(model, fused, joins, tmp_path):

@@ -133,9 +133,9 @@ def test_join_outputs_are_quantized(example_model, calib_data, example_input):
     assert torch.equal(cat_in, cat_out) and _on_grid(cat_out, qmodel.mpq_act.branch_a)
 
 
-def test_an_add_concatenated_with_its_group_shares_the_group_quantizer():
-    """ESRGAN's dense block: the residual sum is concatenated with a conv's output (seed 004:
-    they share one scale), so the concat stays on one grid."""
+def test_a_concat_of_an_add_requantizes_on_its_own_scale():
+    """ESRGAN's dense block: the residual sum (its own scale) is concatenated with a conv's output
+    (the tied group's scale); the concat gets its own scale and the group's stays its layers'."""
     class Dense(nn.Module):
         def __init__(self):
             super().__init__()
@@ -152,15 +152,15 @@ def test_an_add_concatenated_with_its_group_shares_the_group_quantizer():
     model = Dense().eval()
     analysis = analyze(model)
     assert analysis.ties == [("head", "res", "grow")]
-    assert {k: s.mode for k, s in analysis.tensor_sites.items()} == {
-        "<input:x>": "own", "<join:add>": "tied", "<join:cat>": "same_grid"}
+    sites = {key: (site.mode, site.follows, site.readers) for key, site in analysis.tensor_sites.items()}
+    assert sites == {"<input:x>": ("own", None, ("head",)), "<join:add>": ("own", "head", ("grow",)),
+                     "<join:cat>": ("own", "head", ("fuse",))}
     calib = [torch.randn(2, 3, 8, 8)]
     stats = collect_activation_stats(model, calib)
-    assert stats["<join:add>"] is stats["head"] is stats["grow"]
+    assert len({id(stats[key]) for key in ("head", "<join:add>", "<join:cat>")}) == 3
     qmodel = quantize_model(model, _configs(model, 8, 8), calib)
-    seen = _outputs(qmodel, ["mpq_grid.cat"], calib[0])
-    cat_in, cat_out = seen["mpq_grid.cat"]
-    assert torch.equal(cat_in, cat_out) and _on_grid(cat_out, qmodel.mpq_act.head)
+    assert torch.equal(qmodel.mpq_act.head.scale, stats["head"].scale(8, signed=True))
+    assert _on_grid(_outputs(qmodel, ["mpq_join.cat"], calib[0])["mpq_join.cat"][1], qmodel.mpq_join.cat)
 
 
 def test_model_input_is_quantized(example_model, calib_data, example_input):
