@@ -1,6 +1,8 @@
 """Which policies to try: strategies that seed and prune the search (see :mod:`.base`)."""
 
 from . import uniform  # noqa: F401  (registers the built-in strategies)
-from .base import Strategy, StrategyContext, get_strategy, register_strategy, strategy_names
+from .base import (Strategy, StrategyContext, get_strategy, nearest_choice, policy_from_bits, register_strategy,
+                   strategy_names)
 
-__all__ = ["Strategy", "StrategyContext", "get_strategy", "register_strategy", "strategy_names"]
+__all__ = ["Strategy", "StrategyContext", "get_strategy", "nearest_choice", "policy_from_bits", "register_strategy",
+           "strategy_names"]

@@ -9,7 +9,7 @@ drivers accept both.
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,17 @@ class StrategyContext:
 
 
 class Strategy(ABC):
-    """Base class: override ``seed``, ``prune`` or both."""
+    """Base class: override ``seed``, ``prune`` or both, and ``scores`` where the strategy ranks
+    layers (``mpqsearch seed`` prints them; the report plots them)."""
 
     name = "strategy"
+    score_label = "score"
+    """What :meth:`scores` holds, for table headers and axis titles (e.g. ``"PSNR drop (dB)"``)."""
+
+    def scores(self, context: StrategyContext) -> dict[str, float]:
+        """Per-layer score in network order, higher meaning the layer deserves more bits; empty
+        where the strategy does not rank layers."""
+        return {}
 
     def seed(self, context: StrategyContext) -> list[Policy]:
         """Policies to evaluate before the search's own suggestions; each must lie in ``context.space``."""
@@ -39,6 +47,33 @@ class Strategy(ABC):
     def prune(self, context: StrategyContext) -> SearchSpace:
         """A narrowed copy of ``context.space`` (see :meth:`SearchSpace.restrict`)."""
         return context.space
+
+
+def nearest_choice(choices: Iterable[int], bits: int) -> int:
+    """The choice closest to ``bits``, the higher one on a tie (never fewer bits than asked for
+    when two are equally near)."""
+    return min(choices, key=lambda b: (abs(b - bits), -b))
+
+
+def policy_from_bits(space: SearchSpace, weight: Mapping[str, int] | int, act: Mapping[str, int] | int) -> Policy:
+    """The policy of ``space`` closest to per-layer wanted bits (a mapping, or one value for all):
+    every parameter takes its nearest choice (see :func:`nearest_choice`); a tied activation
+    group takes the most bits any member wants. Layers missing from a mapping keep their highest
+    choice."""
+    def wanted(source: Mapping[str, int] | int, layer: str, choices: Iterable[int]) -> int:
+        return source if isinstance(source, int) else source.get(layer, max(choices))
+
+    searched = space.parameters()
+    params: dict[str, int] = {}
+    for n in space.names:
+        if f"{n}/w" in searched:
+            choices = space.weight_choices[n]
+            params[f"{n}/w"] = nearest_choice(choices, wanted(weight, n, choices))
+        name = space.act_param(n)
+        if name in searched:
+            choices = space.act_choices[n]
+            params[name] = max(params.get(name, min(choices)), nearest_choice(choices, wanted(act, n, choices)))
+    return space.policy_from_params(params)
 
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}

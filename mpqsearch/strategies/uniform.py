@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..policy import Policy
-from .base import Strategy, StrategyContext, register_strategy
+from .base import Strategy, StrategyContext, policy_from_bits, register_strategy
 
 
 @register_strategy("uniform")
@@ -22,10 +22,4 @@ class UniformStrategy(Strategy):
             raise TypeError(f"bits must be [weight_bits, act_bits] pairs, got {bits!r}")
 
     def seed(self, context: StrategyContext) -> list[Policy]:
-        params = context.space.parameters()
-        seeds = []
-        for weight, act in self.bits:
-            wanted = {name: weight if name.endswith("/w") else act for name in params}
-            seeds.append(context.space.policy_from_params(
-                {name: min(choices, key=lambda b: (abs(b - wanted[name]), -b)) for name, choices in params.items()}))
-        return seeds
+        return [policy_from_bits(context.space, weight, act) for weight, act in self.bits]
