@@ -17,8 +17,9 @@ def apply_policy(model: nn.Module, policy: Policy, calib_data: Iterable[Any] | N
 
     ``calib_data`` is an iterable of example inputs (tensors, argument tuples or keyword dicts)
     from which activation scales are calibrated; it may be omitted when every activation stays
-    at 32 bits. The policy must have been made for this model (same layers and weight shapes).
-    Extra keyword arguments go to :func:`mpqsearch.quant.quantize_model` (cached statistics).
+    at 32 bits. The policy must have been made for this model (same layers and weight shapes);
+    its ``input_bits`` quantize the model inputs. Extra keyword arguments go to
+    :func:`mpqsearch.quant.quantize_model` (cached statistics).
 
     Example::
 
@@ -27,4 +28,4 @@ def apply_policy(model: nn.Module, policy: Policy, calib_data: Iterable[Any] | N
         output = qmodel(x)
     """
     policy.check_model(layer_fingerprint(model))
-    return quantize_model(model, policy.layers, calib_data, **kwargs)
+    return quantize_model(model, policy.layers, calib_data, input_bits=policy.input_bits, **kwargs)

@@ -154,8 +154,8 @@ class Evaluator:
         """The fake-quantized model for ``policy``, from the cached statistics and scales."""
         policy.check_model(self.space)
         try:
-            return quantize_model(self.model, policy.layers, act_stats=self.act_stats,
-                                  weight_scales=self.weight_scales)
+            return quantize_model(self.model, policy.layers, input_bits=policy.input_bits,
+                                  act_stats=self.act_stats, weight_scales=self.weight_scales)
         except (ValueError, KeyError, RuntimeError) as err:
             raise QuantizationError(f"quantizing {self.workload.name} failed: {err}") from err
 

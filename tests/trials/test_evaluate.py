@@ -86,3 +86,11 @@ def test_evaluate_policy_reuses_its_evaluator(workload):
     cached = evaluate_module._last_evaluator[3]
     evaluate_policy(workload, Policy.uniform(cached.space, 6, 8), latency="none")
     assert evaluate_module._last_evaluator[3] is cached and first.metrics["top1"] > 0
+
+
+def test_evaluator_quantizes_model_inputs_at_the_policys_input_bits():
+    evaluator = Evaluator(example_workload(), latency="none")
+    float_input = Policy.uniform(evaluator.space, 16, 32, input_bits=32)
+    assert evaluator.evaluate(float_input).metrics["top1"] == 1.0
+    two_bit_input = Policy.uniform(evaluator.space, 16, 32, input_bits=2)
+    assert evaluator.evaluate(two_bit_input).metrics["top1"] < 1.0
