@@ -65,6 +65,13 @@ def test_hand_made_product_scales_unsigned_after_relu_signed_otherwise(hand_made
     assert (policy.layers["down"].weight_bits, policy.layers["down"].act_bits) == (6, 6)
     assert policy.provenance["gamma"] == 0.15
     assert strategy.scores(context) == pytest.approx({"up": math.log2(3 / 127), "down": math.log2(3 / 63)})
+    # act_bits fixes the activations; the rule then sets the weights only, and pruning keeps act 8
+    fixed = get_strategy("gamma", gammas=[0.15], act_bits=8)
+    (policy,) = fixed.seed(context)
+    assert [(c.weight_bits, c.act_bits) for c in policy.layers.values()] == [(5, 8), (6, 8)]
+    pruned = fixed.prune(context)
+    assert pruned.act_choices == {"up": (8,), "down": (8,)}
+    assert pruned.weight_choices == {"up": (5, 6, 7, 8), "down": (6, 7, 8)}
 
 
 def test_hand_made_shift_gamma_between_s_2k_and_s_2k1_gives_8_minus_k_bits(hand_made):
@@ -105,7 +112,9 @@ def test_larger_gamma_never_gives_a_layer_more_bits(example):
 
 def test_small_gamma_keeps_8_bits_everywhere(example):
     strategy = get_strategy("gamma")
-    low = strategy.sweep(example)[0]
+    sweep = strategy.sweep(example)
+    low = sweep[0]
+    assert len(sweep) == 16
     assert set(strategy.layer_bits(example, low).values()) == {8}
     assert strategy.seed(example)[0].layers == policy_from_bits(example.space, 8, 8).layers
 
@@ -156,7 +165,7 @@ def test_scales_are_computed_once_per_context(example):
 @pytest.mark.parametrize("args, named", [
     ({"gammas": [0.1, -1]}, "gammas[1]"), ({"gammas": "0.1"}, "gammas"), ({"gammas": []}, "gammas"),
     ({"count": 1}, "count"), ({"count": 2.5}, "count"), ({"gammas": [0.1], "count": 4}, "gammas"),
-    ({"gama": [0.1]}, "gama"),
+    ({"gama": [0.1]}, "gama"), ({"act_bits": 1}, "act_bits"), ({"act_bits": "8"}, "act_bits"),
 ])
 def test_bad_arguments_name_the_option(args, named):
     with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
