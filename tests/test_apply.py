@@ -26,11 +26,11 @@ def test_apply_policy_refuses_another_model(example_model, example_input, calib_
 def test_apply_policy_quantizes_model_inputs_at_the_policys_input_bits(example_model, example_input, calib_data):
     space = SearchSpace.from_model(example_model, example_input)
     float_weights_float_input = Policy.uniform(space, 32, 32, input_bits=32)
-    reference = example_model(example_input)
-    assert torch.equal(apply_policy(example_model, float_weights_float_input, calib_data)(example_input), reference)
-    # inputs are quantized where a layer with quantized weights reads them: 16-bit weights add
-    # almost no error of their own
     with torch.no_grad():
+        reference = example_model(example_input)
+        assert torch.equal(apply_policy(example_model, float_weights_float_input, calib_data)(example_input), reference)
+        # inputs are quantized where a layer with quantized weights reads them: 16-bit weights
+        # add almost no error of their own
         outputs = {bits: apply_policy(example_model, Policy.uniform(space, 16, 32, input_bits=bits), calib_data)(example_input)
                    for bits in (2, 4, 8, 32)}
     errors = [float((outputs[bits] - reference).abs().max()) for bits in (2, 4, 8, 32)]
