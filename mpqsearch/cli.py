@@ -15,7 +15,9 @@ from .experiments.config import ConfigError
 from .policy import Policy, PolicyError, load_policy
 from .quant.spec import check_bits
 from .search_spaces import SearchSpace
+from .search_spaces.costs import model_size_bytes
 from .specs import load_callable
+from .strategies import strategy_names
 from .trials.evaluate import Evaluator, TrialError, TrialResult
 from .trials.latency import latency_backend_names
 from .trials.workload import Workload, get_workload, workload_names
@@ -154,6 +156,76 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def parse_strategy_args(items: Sequence[str]) -> dict[str, object]:
+    """``KEY=VALUE`` options of a strategy, each value read as YAML (``3``, ``[[8, 8], [4, 8]]``)."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--arg {item!r}: expected KEY=VALUE, e.g. threshold=2")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise CliError(f"--arg {item!r}: the value is not YAML: {err}") from None
+    return options
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    from .policy import save_policy
+    from .strategies import StrategyContext, get_strategy
+
+    workload = _workload(args.workload)
+    try:
+        strategy = get_strategy(args.strategy, **parse_strategy_args(args.arg))
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    evaluator = Evaluator(workload, latency="none")
+    context = StrategyContext(evaluator.space, evaluator)
+    scores = strategy.scores(context)
+    seeds = strategy.seed(context)
+    pruned = strategy.prune(context)
+    results = [evaluator.evaluate(policy, measure_latency=False) if args.evaluate else None for policy in seeds]
+    files = []
+    for i, (policy, result) in enumerate(zip(seeds, results)):
+        policy.provenance.update({"strategy": strategy.name, "workload": workload.name})
+        if result is not None:
+            policy.metrics.update(result.flat_metrics())
+        if args.output:
+            files.append(str(save_policy(policy, args.output / f"{strategy.name}-{i}.yaml")))
+    space = evaluator.space
+    layers = [{
+        "layer": n, "stage": space.layer(n).stage, "score": scores.get(n),
+        "bits": [[policy.layers[n].weight_bits, policy.layers[n].act_bits] for policy in seeds],
+        "weight_choices": list(pruned.weight_choices[n]), "act_choices": list(pruned.act_choices[n]),
+        "pruned": (pruned.weight_choices[n], pruned.act_choices[n]) != (space.weight_choices[n], space.act_choices[n]),
+    } for n in space.names]
+    summary = [{"seed": i, "size_ratio": model_size_bytes(space, policy) / evaluator.fp32_size,
+                "metrics": result.metrics if result else None, "file": files[i] if files else None}
+               for i, (policy, result) in enumerate(zip(seeds, results))]
+    if args.json:
+        print(json.dumps({"workload": workload.name, "strategy": strategy.name, "score": strategy.score_label,
+                          "layers": layers, "seeds": summary}, indent=2))
+        return
+    rows = [{"layer": row["layer"], "stage": row["stage"],
+             strategy.score_label: "-" if row["score"] is None else f"{row['score']:.4g}",
+             **{f"seed {i}": "/".join(map(str, bits)) for i, bits in enumerate(row["bits"])},
+             "pruned to": (f"w{_choices(row['weight_choices'])} a{_choices(row['act_choices'])}"
+                           if row["pruned"] else "-")} for row in layers]
+    print(_format_table(rows, list(rows[0])))
+    print(f"\n{len(seeds)} seed policies (W/A bits per layer above)")
+    primary = workload.primary_metric
+    for row in summary:
+        metric = f", {primary} {row['metrics'][primary]:.4f}" if row["metrics"] else ""
+        where = f" -> {row['file']}" if row["file"] else ""
+        print(f"seed {row['seed']}: size {100 * row['size_ratio']:.2f} % of FP32{metric}{where}")
+
+
+def _choices(bits: Sequence[int]) -> str:
+    return ",".join(map(str, bits))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from .trials.training import train_workload
 
@@ -236,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "stop":
             command.add_argument("--port", type=int)
         command.set_defaults(func=func)
+
+    seed = sub.add_parser("seed", help="run a seeding/pruning strategy: per-layer scores, seed policies, pruned choices")
+    seed.add_argument("workload", help="a built-in workload or MODULE:FUNCTION returning a Workload")
+    seed.add_argument("--strategy", required=True, help=f"one of: {', '.join(strategy_names())}")
+    seed.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                      help="a strategy option (value read as YAML), repeatable, e.g. --arg threshold=2")
+    seed.add_argument("-o", "--output", type=Path, help="directory to write the seed policies to")
+    seed.add_argument("--evaluate", action="store_true", help="also measure each seed's metrics (no latency)")
+    seed.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    seed.set_defaults(func=cmd_seed)
 
     train = sub.add_parser("train", help="retrain a built-in workload's model from scratch on the CPU")
     train.add_argument("workload")

@@ -11,11 +11,18 @@ weight shape), so a policy for another model is refused instead of silently misa
       stem: {weight_bits: 8, act_bits: 8, scale: product, granularity: per_channel,
              weight_clipping: mse, act_clipping: max}
       head: {weight_bits: 4, act_bits: 8}    # omitted settings take their defaults
+    weights: policy.weights.pt                 # optional: refined float weights
     metrics: {psnr: 31.2, size_ratio: 0.21}   # measured, optional
     provenance: {experiment: abc, trial: 7}   # where it came from, optional
 
 ``input_bits`` quantize the model inputs that layers with quantized weights read (images are
 8-bit data); files written before it existed load with the default.
+
+``weights`` names, relative to the policy file, a ``torch.save`` d float ``state_dict`` of the
+whole model: a policy refined by QAT (:mod:`mpqsearch.trials.refine`) changes the weights, not only
+the bits, and its metrics hold only with them. Applying it quantizes the model as for any policy
+(weight scales from the model's own weights, activation scales from the calibration data), then
+puts the refined weights in place of the float weights: QAT trained them on exactly that grid.
 
 Files are read with ``yaml.safe_load`` only; every error is one line naming the file and the
 offending key or layer.
@@ -29,17 +36,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 import yaml
+from torch import nn
 
 from .quant.graph import layer_fingerprint
 from .quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
 from .yamlio import read_yaml
 
 SCHEMA_VERSION = 1
-_TOP_KEYS = {"schema_version", "model", "input_bits", "layers", "metrics", "provenance"}
+_TOP_KEYS = {"schema_version", "model", "input_bits", "layers", "weights", "metrics", "provenance"}
+WEIGHTS_SUFFIX = ".weights.pt"
+"""``policy.yaml`` keeps its refined weights in ``policy.weights.pt`` beside it."""
 _REQUIRED_LAYER_KEYS = ("weight_bits", "act_bits")
 
 Fingerprint = dict[str, tuple[int, ...]]
+Weights = Path | Mapping[str, torch.Tensor]
 _Fail = Callable[[str, str], "PolicyError"]
 
 
@@ -64,9 +76,39 @@ class Policy:
     provenance: dict[str, Any] = field(default_factory=dict)
     input_bits: int = DEFAULT_INPUT_BITS
     """Bits of the model inputs that layers with quantized weights read; 32 keeps them float."""
+    weights: Weights | None = field(default=None, compare=False, repr=False)
+    """Refined float weights replacing the model's: a ``state_dict`` in memory or the file holding
+    one (``None``: the model's own weights)."""
 
     def __post_init__(self) -> None:
         check_bits(self.input_bits)
+        if isinstance(self.weights, (str, os.PathLike)):
+            self.weights = Path(self.weights)
+
+    def read_weights(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The refined weights (``None`` if the policy keeps the model's own), checked against
+        ``model``'s ``state_dict`` (same keys and shapes); :class:`PolicyError` naming the file if
+        they cannot be read or do not fit."""
+        if self.weights is None:
+            return None
+        source, state = "weights", self.weights
+        if isinstance(state, Path):
+            source = str(state)
+            try:
+                state = torch.load(state, map_location="cpu", weights_only=True)
+            except Exception as err:  # torch raises several kinds for a missing or corrupt file
+                raise PolicyError(f"{source}: cannot read the refined weights: {str(err).splitlines()[0]}") from None
+        if not isinstance(state, Mapping):
+            raise PolicyError(f"{source}: refined weights must be a state_dict, got {type(state).__name__}")
+        expected = model.state_dict()
+        for key in [*expected, *state]:
+            if key not in state or key not in expected:
+                where = "missing from the weights" if key not in state else f"not in {type(model).__name__}"
+                raise PolicyError(f"{source}: refined weights do not fit the model: {key!r} {where}")
+            if tuple(state[key].shape) != tuple(expected[key].shape):
+                raise PolicyError(f"{source}: refined weights do not fit the model: {key!r} has shape "
+                                  f"{list(state[key].shape)}, the model {list(expected[key].shape)}")
+        return dict(state)
 
     @classmethod
     def uniform(cls, model: ModelIdentity | Mapping[str, tuple[int, ...]], weight_bits: int,
@@ -89,6 +131,7 @@ class Policy:
             "model": {"layers": {name: list(shape) for name, shape in self.fingerprint.items()}},
             "input_bits": self.input_bits,
             "layers": {name: config.to_dict() for name, config in self.layers.items()},
+            **({"weights": str(self.weights)} if isinstance(self.weights, Path) else {}),
             "metrics": dict(self.metrics),
             "provenance": dict(self.provenance),
         }
@@ -131,7 +174,11 @@ class Policy:
         provenance = data.get("provenance") or {}
         if not isinstance(provenance, Mapping):
             raise fail("provenance", "must be a mapping")
-        return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance), input_bits)
+        weights = data.get("weights")
+        if weights is not None and (not isinstance(weights, str) or not weights):
+            raise fail("weights", f"must be the path of a weights file, got {weights!r}")
+        return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance), input_bits,
+                   Path(weights) if weights else None)
 
     def check_model(self, model: ModelIdentity | Mapping[str, tuple[int, ...]], source: str = "<policy>") -> None:
         """Raise :class:`PolicyError` unless ``model`` has exactly this policy's layers and shapes."""
@@ -178,9 +225,19 @@ def _read_layer(key: str, settings: Any, fail: _Fail) -> LayerQuantConfig:
 
 
 def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
-    """Write ``policy`` as YAML (layers in network order) and return the path."""
+    """Write ``policy`` as YAML (layers in network order) and return the path.
+
+    Refined weights held in memory are written beside it (``policy.yaml`` -> ``policy.weights.pt``);
+    the file names its weights file relative to itself, so the two move together.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    weights = policy.weights
+    if weights is not None and not isinstance(weights, Path):
+        weights = path.with_name(path.stem + WEIGHTS_SUFFIX)
+        torch.save({key: value.detach().cpu() for key, value in policy.weights.items()}, weights)
+    if weights is not None:
+        policy = replace(policy, weights=Path(os.path.relpath(weights.resolve(), path.parent.resolve())))
     path.write_text(yaml.safe_dump(policy.to_dict(), sort_keys=False, default_flow_style=None, width=200))
     return path
 
@@ -191,6 +248,10 @@ def load_policy(path: str | os.PathLike, model: Any = None) -> Policy:
     source = str(path)
     data = read_yaml(path, PolicyError)
     policy = Policy.from_dict(data, source)
+    if policy.weights is not None:
+        policy.weights = Path(path).parent / policy.weights
+        if not policy.weights.is_file():
+            raise PolicyError(f"{source}: weights: no such file {policy.weights}")
     if model is not None:
         if not hasattr(model, "fingerprint"):
             model = layer_fingerprint(model)

@@ -26,3 +26,25 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
     assert main(["layers", "mpqsearch.example:build", "--input-shape", "1,x"]) == 2
     assert "--input-shape '1,x'" in capsys.readouterr().err
+
+
+def test_seed_writes_policies_that_match_its_table(tmp_path, capsys):
+    from mpqsearch import load_policy
+
+    args = ["seed", "example", "--strategy", "uniform", "--arg", "bits=[[8, 8], [4, 6]]"]
+    assert main(args + ["--json", "-o", str(tmp_path), "--evaluate"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["strategy"] == "uniform" and len(report["seeds"]) == 2
+    assert {tuple(bits) for row in report["layers"] for bits in row["bits"]} == {(8, 8), (4, 6)}
+    second = load_policy(report["seeds"][1]["file"])
+    assert second.provenance == {"strategy": "uniform", "workload": "example"}
+    assert {(c.weight_bits, c.act_bits) for c in second.layers.values()} == {(4, 6)}
+    assert second.metrics["top1"] == report["seeds"][1]["metrics"]["top1"] < 1.0
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"seed 1: size {100 * report['seeds'][1]['size_ratio']:.2f} % of FP32" in out
+    assert "stem             stem" in out and "8/8     4/6" in out
+    assert main(["seed", "example", "--strategy", "uniform", "--arg", "bits"]) == 2
+    assert "--arg 'bits': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["seed", "example", "--strategy", "uniform", "--arg", "bits=[[8]]"]) == 2
+    assert "bits must be [weight_bits, act_bits] pairs" in capsys.readouterr().err

@@ -6,20 +6,37 @@ downloaded. Super-resolution is scored by PSNR and SSIM on Y of the four held-ou
 one image per evaluation pair, with bicubic upscaling's scores on the same crops as the baseline
 (the floor a network must beat); activations are calibrated on the two calibration crops.
 Digits is scored by top-1 on the 540-image test split, calibrated on four train batches.
+Each workload's ``train_data`` (for QAT refinement) streams the batches its network was trained
+on: random patches of the train images (L1 loss) or train-split digits (cross-entropy), never
+the test data, from a fixed seed so that a refinement reruns identically.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
 
 from . import data
 from .metrics import mean_metric, sr_metric, top1
 from .models import load_trained
+from .training import CONFIGS, Batch, digit_batches, sr_patches
 from .workload import Workload, register_workload
 
 DIGITS_EVAL_BATCH = 128
 DIGITS_CALIB_BATCHES = 4
 DIGITS_CALIB_BATCH = 64
+TRAIN_DATA_SEED = 0
+
+
+def _train_batches(name: str) -> Iterator[Batch]:
+    """Endless training batches of workload ``name`` (:data:`~.training.CONFIGS` sizes), seeded."""
+    generator = torch.Generator().manual_seed(TRAIN_DATA_SEED)
+    if name == "cls-digits":
+        return digit_batches(CONFIGS[name], generator)
+    return sr_patches(data.sr_pairs("train"), CONFIGS[name], data.SCALE, generator)
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,6 +51,7 @@ def _sr_workload(name: str, description: str) -> Workload:
         name=name, task="super-resolution", build_model=functools.partial(load_trained, name),
         example_input=calib[0], calib_data=calib, eval_data=list(test), metric=sr_metric(data.SCALE),
         directions={"psnr": "maximize", "ssim": "maximize"}, baselines=dict(_bicubic_baselines(data.SCALE)),
+        train_data=functools.partial(_train_batches, name), train_loss=F.l1_loss,
         description=f"{description}; x{data.SCALE} on {data.EVAL_CROP}x{data.EVAL_CROP} centre crops of "
                     f"{', '.join(data.SR_SPLITS['test'])} (scikit-image), PSNR/SSIM on Y",
     )
@@ -65,6 +83,7 @@ def digits() -> Workload:
         name="cls-digits", task="classification", build_model=functools.partial(load_trained, "cls-digits"),
         example_input=train_images[:1], calib_data=calib, eval_data=eval_data, metric=top1,
         directions={"top1": "maximize"},
+        train_data=functools.partial(_train_batches, "cls-digits"), train_loss=F.cross_entropy,
         description=f"small CNN with a residual add and a concat on scikit-learn's 8x8 digits, top-1 on "
                     f"the {len(test_labels)}-image test split",
     )

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..apply import apply_policy
 from ..policy import Policy
 from ..quant.observers import ActivationStats
 from ..quant.spec import FLOAT_BITS
-from ..quant.transform import collect_activation_stats, quantize_model
+from ..quant.transform import collect_activation_stats
 from ..search_spaces import SearchSpace
 from ..search_spaces.costs import bit_operations, model_size_bytes
 from .cache import TrialCache, fingerprint
@@ -151,11 +152,11 @@ class Evaluator:
             self._saved_scales = len(self.weight_scales)
 
     def quantize(self, policy: Policy) -> nn.Module:
-        """The fake-quantized model for ``policy``, from the cached statistics and scales."""
+        """The fake-quantized model for ``policy``, from the cached statistics and scales (and a
+        refined policy's weights, see :func:`~mpqsearch.apply.apply_policy`)."""
         policy.check_model(self.space)
         try:
-            return quantize_model(self.model, policy.layers, input_bits=policy.input_bits,
-                                  act_stats=self.act_stats, weight_scales=self.weight_scales)
+            return apply_policy(self.model, policy, act_stats=self.act_stats, weight_scales=self.weight_scales)
         except (ValueError, KeyError, RuntimeError) as err:
             raise QuantizationError(f"quantizing {self.workload.name} failed: {err}") from err
 

@@ -21,7 +21,7 @@ work as for a built-in one.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,11 @@ class Workload:
     ``(input, target)`` pairs. ``directions`` gives every metric the ``metric`` function returns
     its direction, the first one being the primary metric. ``baselines`` holds reference values
     that are not the model (bicubic upscaling for super-resolution), shown beside results.
+
+    ``train_data`` (optional, for QAT refinement, :mod:`.refine`) is a zero-argument callable
+    returning an iterator of ``(input, target)`` training batches (it is called again when one
+    runs out), with ``train_loss(output, target)`` the scalar loss; it must not draw on the
+    evaluation data. Without it, refinement distils the FP32 model on the calibration inputs.
     """
 
     name: str
@@ -57,8 +62,13 @@ class Workload:
     directions: dict[str, str]
     baselines: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    train_data: Callable[[], Iterable[tuple[Any, torch.Tensor]]] | None = None
+    train_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
+        if (self.train_data is None) != (self.train_loss is None):
+            raise ValueError(f"workload {self.name!r}: train_data and train_loss go together; got only "
+                             f"{'train_data' if self.train_loss is None else 'train_loss'}")
         if not self.directions:
             raise ValueError(f"workload {self.name!r}: directions must name at least one metric")
         for metric, direction in self.directions.items():
