@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .specs import load_callable
 from .strategies import strategy_names
 from .trials.evaluate import Evaluator, TrialError, TrialResult
 from .trials.latency import latency_backend_names
+from .trials.refine import DEFAULT_LR
 from .trials.workload import Workload, get_workload, workload_names
 
 
@@ -235,6 +237,46 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_refine(args: argparse.Namespace) -> None:
+    from .policy import WEIGHTS_SUFFIX, save_policy
+    from .trials.refine import refine
+
+    if args.steps < 1 or not args.lr > 0:
+        raise CliError(f"--steps must be at least 1 and --lr positive, got {args.steps} and {args.lr}")
+    workload = _workload(args.workload)
+    evaluator = Evaluator(workload, latency="none")
+    policy = _policy_for(args, evaluator.space)
+    every, started = max(1, args.steps // 20), time.perf_counter()
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        if step % every == 0 or step == steps:
+            print(f"refine: step {step}/{steps}  loss {loss:.6g}  {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr, flush=True)
+
+    result = refine(evaluator, policy, args.steps, args.lr, progress=progress)
+    result.policy.provenance["workload"] = args.workload
+    output = args.output or args.policy.with_name(args.policy.stem + ".refined.yaml")
+    save_policy(result.policy, output)
+    weights = output.with_name(output.stem + WEIGHTS_SUFFIX)
+    if args.json:
+        print(json.dumps({"before": result.before.to_dict(), "after": result.after.to_dict(),
+                          "loss_before": result.loss_before, "loss_after": result.loss_after, "data": result.data,
+                          "steps": args.steps, "lr": args.lr, "seconds": result.seconds,
+                          "policy": str(output), "weights": str(weights)}, indent=2))
+        return
+    before, after = result.before, result.after
+    rows = [{"metric": name, "fp32": f"{after.reference[name]:.4f}", "before": f"{before.metrics[name]:.4f}",
+             "after": f"{value:.4f}", "drop before": f"{before.drops[name]:+.4f}",
+             "drop after": f"{after.drops[name]:+.4f}"} for name, value in after.metrics.items()]
+    rows.append({"metric": "loss", "fp32": "-", "before": f"{result.loss_before:.6g}",
+                 "after": f"{result.loss_after:.6g}", "drop before": "-", "drop after": "-"})
+    print(f"refined {args.policy} on {workload.name}: {args.steps} steps, lr {args.lr:g}, {result.data}, "
+          f"{result.seconds:.1f} s")
+    print(_format_table(rows, list(rows[0])))
+    print(f"\nsize  {after.size_bytes} bytes ({100 * after.size_ratio:.2f} % of FP32), as before")
+    print(f"wrote {output} and {weights}")
+
+
 def cmd_launch(args: argparse.Namespace) -> None:
     from .experiments import launcher
     from .experiments.config import load_config
@@ -325,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--output", type=Path, help="weights file (default: the packaged one)")
     train.set_defaults(func=cmd_train)
+
+    refine = sub.add_parser("refine", help="fine-tune a policy's quantized model (QAT) and write the refined policy")
+    refine.add_argument("workload", help="a built-in workload or MODULE:FUNCTION returning a Workload")
+    refine.add_argument("--policy", type=Path, required=True, help="the policy file to refine")
+    refine.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    refine.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"peak learning rate (default {DEFAULT_LR:g})")
+    refine.add_argument("-o", "--output", type=Path,
+                        help="refined policy file (default: POLICY.refined.yaml; weights beside it)")
+    refine.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    refine.set_defaults(func=cmd_refine)
     add_analysis_commands(sub)
     return parser
 

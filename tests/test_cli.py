@@ -28,6 +28,32 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert "--input-shape '1,x'" in capsys.readouterr().err
 
 
+def test_refine_writes_a_refined_policy_that_apply_reproduces(tmp_path, capsys):
+    from mpqsearch.example import build
+    from mpqsearch.policy import Policy, load_policy, save_policy
+    from mpqsearch.quant.graph import layer_fingerprint
+
+    source = save_policy(Policy.uniform(layer_fingerprint(build()), 3, 8), tmp_path / "w3a8.yaml")
+    assert main(["refine", "example", "--policy", str(source), "--steps", "2", "--lr", "1e-3"]) == 0
+    captured = capsys.readouterr()
+    refined = tmp_path / "w3a8.refined.yaml"
+    assert "refine: step 2/2" in captured.err and "top1" in captured.out and "loss" in captured.out
+    assert f"wrote {refined} and {tmp_path / 'w3a8.refined.weights.pt'}" in captured.out
+    policy = load_policy(refined)
+    assert policy.provenance["workload"] == "example" and policy.provenance["refined"]["steps"] == 2
+    assert main(["apply", str(refined), "--latency", "none"]) == 0
+    assert "recorded metrics reproduce within noise" in capsys.readouterr().out
+
+    assert main(["refine", "example", "--policy", str(refined), "--steps", "1", "-o", str(tmp_path / "r.yaml"),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["before"]["metrics"] == {"top1": policy.metrics["top1"]}  # refined further from its weights
+    assert report["after"]["metrics"]["top1"] == load_policy(tmp_path / "r.yaml").metrics["top1"]
+    assert report["data"] == "distillation" and report["weights"] == str(tmp_path / "r.weights.pt")
+    assert main(["refine", "example", "--policy", str(source), "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+
+
 def test_seed_writes_policies_that_match_its_table(tmp_path, capsys):
     from mpqsearch import load_policy
 
