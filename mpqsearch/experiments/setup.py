@@ -1,7 +1,9 @@
 """From an experiment file to what every driver needs: workload, space, seeds, objectives.
 
 Both drivers, and every NNI trial process, build the same :class:`ExperimentSetup` from the
-same file, so a trial evaluates exactly what the launcher planned.
+same file, so a trial evaluates exactly what the launcher planned. Prune strategies can be
+costly (one probe trial per layer): with a cache directory the first setup stores the pruned
+choices there, and every later one (trial processes, workers, a resume) reads them back.
 """
 
 from __future__ import annotations
@@ -98,9 +100,24 @@ def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = 
     except ValueError as err:
         raise ConfigError(f"{config.source}: search_space: {err}") from None
     objectives = ObjectiveSet.from_config(config, workload)
+    return ExperimentSetup(config, workload, evaluator, _pruned(config, space, evaluator), objectives)
+
+
+def _pruned(config: ExperimentConfig, space: SearchSpace, evaluator: Evaluator) -> SearchSpace:
+    """``space`` narrowed by the prune strategies in turn, computed once per cache (the stored
+    choices are reused while the search space options and prune strategies stay the same)."""
+    if not config.strategies.prune:
+        return space
+    key = repr((config.search_space, config.strategies.prune))
+    stored = evaluator.cache.load("pruned_space") if evaluator.cache else None
+    if stored is not None and stored["key"] == key:
+        return space.restrict(weight=stored["weight"], act=stored["act"])
     for i, ref in enumerate(config.strategies.prune):
         space = _strategy(config, "prune", i, ref.name, ref.args).prune(StrategyContext(space, evaluator))
-    return ExperimentSetup(config, workload, evaluator, space, objectives)
+    if evaluator.cache:
+        evaluator.cache.save("pruned_space", {"key": key, "weight": dict(space.weight_choices),
+                                              "act": dict(space.act_choices)})
+    return space
 
 
 def run_directory(config: ExperimentConfig, experiment_id: str) -> Path:
