@@ -76,6 +76,16 @@ def policy_from_bits(space: SearchSpace, weight: Mapping[str, int] | int, act: M
     return space.policy_from_params(params)
 
 
+def distinct(policies: Iterable[Policy]) -> list[Policy]:
+    """``policies`` in order without repeats: the first of those with the same bits and scheme
+    per layer and the same input bits is kept (with its provenance), the later ones dropped."""
+    kept: list[Policy] = []
+    for policy in policies:
+        if all((policy.layers, policy.input_bits) != (k.layers, k.input_bits) for k in kept):
+            kept.append(policy)
+    return kept
+
+
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
 
 

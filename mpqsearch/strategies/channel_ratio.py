@@ -14,8 +14,8 @@ from typing import Any
 
 from ..policy import Policy
 from ..search_spaces import SearchSpace
-from .base import Strategy, StrategyContext, register_strategy
-from .two_level import bit_pair, bit_pairs, distinct, keep_high, two_level_policy
+from .base import Strategy, StrategyContext, distinct, register_strategy
+from .two_level import bit_pair, bit_pairs, keep_high, two_level_policy
 
 
 def _threshold(value: Any, option: str) -> float:

@@ -48,7 +48,7 @@ from ..quant import prepare
 from ..quant.spec import FLOAT_BITS, MIN_BITS, LayerQuantConfig, check_bits
 from ..search_spaces import SearchSpace
 from ..trials.evaluate import Evaluator
-from .base import Strategy, StrategyContext, policy_from_bits, register_strategy
+from .base import Strategy, StrategyContext, distinct, policy_from_bits, register_strategy
 
 START_BITS = 8
 """Every layer starts here (seed 004)."""
@@ -181,13 +181,12 @@ class GammaStrategy(Strategy):
         return {n: math.log2(scales[n][START_BITS - 1]) for n in context.space.names}
 
     def seed(self, context: StrategyContext) -> list[Policy]:
-        seeds: list[Policy] = []
+        seeds = []
         for gamma in self.sweep(context):
             policy = self.policy(context, gamma)
-            if all(policy.layers != kept.layers for kept in seeds):
-                policy.provenance["gamma"] = gamma
-                seeds.append(policy)
-        return seeds
+            policy.provenance["gamma"] = gamma
+            seeds.append(policy)
+        return distinct(seeds)
 
     def prune(self, context: StrategyContext) -> SearchSpace:
         space = context.space

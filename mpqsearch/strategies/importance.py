@@ -57,7 +57,7 @@ from ..search_spaces import SearchSpace
 from ..search_spaces.costs import model_size_bytes
 from ..trials.evaluate import Evaluator
 from ..trials.threads import torch_threads
-from .base import Strategy, StrategyContext, policy_from_bits, register_strategy
+from .base import Strategy, StrategyContext, distinct, policy_from_bits, register_strategy
 from .predictor import imprinted_accuracy, majority_accuracy, pooled_features
 
 FLOOR_SHARE = 0.01
@@ -116,8 +116,8 @@ class ImportanceStrategy(Strategy):
     """MSQ (seed 002): per-layer predictor accuracy, importance as the gain over the layer
     before, weight bits by importance under size budgets (see the module docstring).
 
-    Options: ``budget`` (a size ratio to FP32 or a list of them; one seed each; default 0.15,
-    0.2, 0.25), ``act_bits`` (default 8), ``grids`` (pyramid pooling sizes, default 1, 2, 4),
+    Options: ``budget`` (a size ratio to FP32 or a list of them; one seed each, repeats
+    dropped; default 0.15, 0.2, 0.25), ``act_bits`` (default 8), ``grids`` (pyramid pooling sizes, default 1, 2, 4),
     ``holdout`` (held-out fraction, default 0.5), ``clusters`` and ``patch`` (pseudo-labels of
     dense-output models, default 10 clusters of 8x8-pixel cells), ``random_state`` (split and
     k-means, default 0), ``prune_fraction`` (default 0.25) and ``prune_bits`` (default 4).
@@ -194,7 +194,7 @@ class ImportanceStrategy(Strategy):
     # --- seeding and pruning --------------------------------------------------------------
     def seed(self, context: StrategyContext) -> list[Policy]:
         importance = self.scores(context)
-        return [self._allocate(context, importance, ratio) for ratio in self.budgets]
+        return distinct(self._allocate(context, importance, ratio) for ratio in self.budgets)
 
     def _allocate(self, context: StrategyContext, importance: dict[str, float], ratio: float) -> Policy:
         space = context.space

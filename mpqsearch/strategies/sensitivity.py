@@ -18,8 +18,8 @@ from ..policy import Policy
 from ..quant.spec import FLOAT_BITS
 from ..search_spaces import SearchSpace
 from ..trials.evaluate import Evaluator
-from .base import Strategy, StrategyContext, register_strategy
-from .two_level import BitPair, bit_pair, bit_pairs, distinct, keep_high, two_level_policy
+from .base import Strategy, StrategyContext, distinct, register_strategy
+from .two_level import BitPair, bit_pair, bit_pairs, keep_high, two_level_policy
 
 UNITS = ("layer", "stage")
 

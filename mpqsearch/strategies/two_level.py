@@ -44,15 +44,6 @@ def two_level_policy(space: SearchSpace, sensitive: Collection[str], high: BitPa
     return policy_from_bits(space, weight, act)
 
 
-def distinct(policies: Iterable[Policy]) -> list[Policy]:
-    """``policies`` in order without repeats (different options can lead to the same policy)."""
-    kept: list[Policy] = []
-    for policy in policies:
-        if policy not in kept:
-            kept.append(policy)
-    return kept
-
-
 def keep_high(space: SearchSpace, sensitive: Iterable[str], high: BitPair) -> SearchSpace:
     """``space`` where every ``sensitive`` layer keeps only its weight and activation choices at
     or above ``high`` (its highest choice where none is that high); a tied group is narrowed as

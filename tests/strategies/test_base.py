@@ -36,3 +36,13 @@ def test_uniform_seeds_lie_in_a_pruned_space(space):
     assert seeds[0].layers[first].weight_bits == 8
     assert {seeds[0].layers[n].weight_bits for n in space.names[1:]} == {4}
     pruned.params_from_policy(seeds[0])  # raises if outside the space
+
+
+def test_distinct_keeps_the_first_of_equal_policies_whatever_their_provenance(space):
+    from mpqsearch.strategies import distinct
+    first = policy_from_bits(space, 4, 8)
+    first.provenance["note"] = "first"
+    again = policy_from_bits(space, 4, 8)
+    other = policy_from_bits(space, 8, 8)
+    assert distinct([first, again, other, again]) == [first, other]
+    assert distinct([first, again])[0].provenance == {"note": "first"}
