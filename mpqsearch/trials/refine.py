@@ -155,7 +155,8 @@ def refine(evaluator: Evaluator, policy: Policy, steps: int, lr: float = DEFAULT
         loss_before = _mean_loss(qmodel, probe, loss_fn)
         losses = _train(qmodel, _repeat(batches), loss_fn, steps, lr, progress)
     weights = float_state(qmodel, evaluator.model)
-    refined = replace(policy, weights=weights, metrics={}, provenance=dict(policy.provenance))
+    refined = replace(policy, layers=dict(policy.layers), weights=weights, metrics={},
+                      provenance=dict(policy.provenance))
     after = evaluator.evaluate(refined, measure_latency=False)
     with torch_threads(evaluator.threads):
         loss_after = _mean_loss(evaluator.quantize(refined), probe, loss_fn)
