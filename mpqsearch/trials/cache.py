@@ -4,6 +4,9 @@ NNI runs every trial as a new process, and Optuna workers are separate processes
 not depend on the policy (FP32 metrics, calibration statistics, per-layer weight scales) is
 stored under one directory per (workload, model weights, data) fingerprint; writes are atomic
 (a temporary file renamed into place), so concurrent trials never read half a file.
+
+The fingerprint also holds :data:`CACHE_FORMAT`: a change to what the entries contain (new
+statistics, a new layout) bumps it, so a cache written by an older mpqsearch is not read.
 """
 
 from __future__ import annotations
@@ -34,9 +37,14 @@ def _update_hash(digest: "hashlib._Hash", value: Any) -> None:
         digest.update(repr(value).encode())
 
 
+CACHE_FORMAT = 2
+"""Version of the cached entries' contents (2: statistics of model inputs and of add/concat outputs)."""
+
+
 def fingerprint(model: nn.Module, *data: Iterable[Any]) -> str:
-    """A short hash of the model's weights and the given data; changes when either changes."""
-    digest = hashlib.sha256()
+    """A short hash of the model's weights, the given data and :data:`CACHE_FORMAT`; changes
+    when any of them changes."""
+    digest = hashlib.sha256(f"mpqsearch-cache-{CACHE_FORMAT}".encode())
     _update_hash(digest, dict(model.state_dict()))
     for items in data:
         _update_hash(digest, list(items))

@@ -94,3 +94,13 @@ def test_evaluator_quantizes_model_inputs_at_the_policys_input_bits():
     assert evaluator.evaluate(float_input).metrics["top1"] == 1.0
     two_bit_input = Policy.uniform(evaluator.space, 16, 32, input_bits=2)
     assert evaluator.evaluate(two_bit_input).metrics["top1"] < 1.0
+
+
+def test_a_cache_of_another_format_is_not_read(workload, tmp_path, monkeypatch):
+    from mpqsearch.trials import cache
+
+    old = Evaluator(workload, latency="none", cache_dir=tmp_path)
+    old.act_stats  # noqa: B018 - stored in the cache
+    monkeypatch.setattr(cache, "CACHE_FORMAT", cache.CACHE_FORMAT + 1)
+    new = Evaluator(workload, latency="none", cache_dir=tmp_path)
+    assert new.cache.path != old.cache.path and new.cache.load("act_stats") is None
