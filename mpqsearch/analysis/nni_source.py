@@ -13,21 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.config import ExperimentConfig
+from ..experiments.trial_records import read_trial_records
 from .results import Results, TrialRow, metric_directions
 
 _STATES = {"SUCCEEDED": "complete", "FAILED": "failed", "RUNNING": "running", "WAITING": "waiting",
            "UNKNOWN": "waiting", "EARLY_STOPPED": "pruned", "USER_CANCELED": "cancelled", "SYS_CANCELED": "cancelled"}
-
-
-def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
-    records = {}
-    for file in sorted((run_dir / "trials").glob("*.json")):
-        try:
-            record = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a record being written; the database still lists the trial
-        records[record.get("trial") or file.stem] = record
-    return records
 
 
 def _events(run_dir: Path, experiment_id: str) -> dict[str, dict[str, Any]]:
@@ -56,7 +46,7 @@ def _events(run_dir: Path, experiment_id: str) -> dict[str, dict[str, Any]]:
 
 def load_run(run_dir: Path, experiment_id: str, config: ExperimentConfig) -> Results:
     """Every trial of the NNI experiment in ``run_dir``, in sequence order."""
-    records, jobs = _records(run_dir), _events(run_dir, experiment_id)
+    records, jobs = read_trial_records(run_dir), _events(run_dir, experiment_id)
     rows = []
     for job in sorted(set(records) | set(jobs)):
         record, info = records.get(job, {}), jobs.get(job, {})

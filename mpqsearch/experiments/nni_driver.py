@@ -27,6 +27,7 @@ from nni.experiment import CustomAlgorithmConfig, Experiment
 from .config import ConfigError, ExperimentConfig
 from .launcher import Progress
 from .setup import ExperimentSetup
+from .trial_records import read_trial_records
 
 TUNER_DIR = Path(__file__).parent / "nni_tuners"
 BUILTIN = ("TPE", "Evolution", "Anneal", "Random", "GridSearch")
@@ -104,17 +105,6 @@ def loopback_only(run_dir: Path, host: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def read_trial_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The records NNI trial processes wrote (see :mod:`.nni_trial`)."""
-    records = []
-    for file in sorted((run_dir / "trials").glob("*.json")):
-        try:
-            records.append(json.loads(file.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return records
 
 
 class NniDriver:
@@ -202,7 +192,7 @@ def nni_progress(config: ExperimentConfig, run_dir: Path, out: TextIO) -> Callab
 
     def show(experiment: Experiment) -> None:
         nonlocal printer
-        records = read_trial_records(run_dir)
+        records = list(read_trial_records(run_dir).values())
         done = [r for r in records if r.get("state") == "SUCCEEDED"]
         if printer is None:
             name = first.metric if first else None

@@ -21,6 +21,7 @@ import nni
 
 from .config import load_config
 from .setup import build_setup
+from .trial_records import write_trial_record
 
 
 def trial_threads() -> int:
@@ -30,12 +31,7 @@ def trial_threads() -> int:
 
 
 def _write_record(run_dir: Path, record: dict) -> None:
-    directory = run_dir / "trials"
-    directory.mkdir(parents=True, exist_ok=True)
-    name = os.environ.get("NNI_TRIAL_JOB_ID", f"local-{os.getpid()}")
-    tmp = directory / f".{name}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, directory / f"{name}.json")
+    write_trial_record(run_dir, os.environ.get("NNI_TRIAL_JOB_ID", f"local-{os.getpid()}"), record)
 
 
 def _strategy_of(run_dir: Path, params: dict) -> str:

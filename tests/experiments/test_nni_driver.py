@@ -12,7 +12,7 @@ from nni.experiment.config import ExperimentConfig
 
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import ConfigError, load_config
-from mpqsearch.experiments.nni_driver import read_trial_records
+from mpqsearch.experiments.trial_records import read_trial_records
 
 PORT = 18643
 
@@ -64,7 +64,7 @@ def test_real_nni_experiment_with_seeds_first_on_loopback_only(experiment_file, 
         watcher.join()
     run_dir = tmp_path / "runs" / experiment_id
     assert seen_listening and set(seen_listening) == {"0100007F"}  # 127.0.0.1, nothing else
-    records = sorted(read_trial_records(run_dir), key=lambda r: r["sequence"])
+    records = sorted(read_trial_records(run_dir).values(), key=lambda r: r["sequence"])
     assert len(records) == 4 and all(r["state"] == "SUCCEEDED" for r in records)
     seeds = json.loads((run_dir / "seeds.json").read_text())
     first_two = sorted(json.dumps(r["params"], sort_keys=True) for r in records[:2])
@@ -85,7 +85,7 @@ def test_a_failing_nni_trial_does_not_stop_the_search(experiment_file, tmp_path,
     path = experiment_file(driver="nni", workload="failing_workload:failing_once", port=PORT,
                            tuner={"name": "Random", "args": {"seed": 0}}, budget={"max_trials": 4, "concurrency": 2})
     experiment_id = launcher.launch(load_config(path), out=io.StringIO())
-    records = read_trial_records(tmp_path / "runs" / experiment_id)
+    records = list(read_trial_records(tmp_path / "runs" / experiment_id).values())
     failed = [r for r in records if r["state"] == "FAILED"]
     assert len(records) == 4 and len(failed) == 1 and "nan" in failed[0]["fail_reason"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import load_config
-from mpqsearch.experiments.nni_driver import read_trial_records
+from mpqsearch.experiments.trial_records import read_trial_records
 from mpqsearch.experiments.setup import build_setup
 from mpqsearch.strategies import strategy_names
 from mpqsearch.strategies.sensitivity import SensitivityStrategy
@@ -70,7 +70,7 @@ def test_nni_search_runs_strategy_seeds_first_in_the_pruned_space(experiment_fil
     experiment_id = launcher.launch(config, out=io.StringIO())
     run_dir = tmp_path / "runs" / experiment_id
     seeds = json.loads((run_dir / "seeds.json").read_text())
-    records = sorted(read_trial_records(run_dir), key=lambda r: r["sequence"])
+    records = sorted(read_trial_records(run_dir).values(), key=lambda r: r["sequence"])
     assert len(records) == 5 and all(r["state"] == "SUCCEEDED" for r in records)
     assert [r["params"] for r in records[:len(seeds)]] == [s["params"] for s in seeds]
     assert {r["strategy"] for r in records[:len(seeds)]} == {"sensitivity", "gamma"}
