@@ -45,7 +45,7 @@ def report_figures(results: Results, compare: Mapping[str, Results] | None = Non
                    baselines: Sequence[TrialRow] = ()) -> dict[str, go.Figure]:
     """The report's figures by name: 2D front (with ``baselines`` evaluated apart), 3D front,
     bits heatmap (when policies are known), hypervolume (this experiment and ``compare``'s),
-    strategy scores (when supplied)."""
+    strategy scores (``strategy_scores``, else those the experiment's strategies recorded)."""
     spec = objectives_of(results)
     if not pareto_front(results.complete(), spec):
         return {}  # nothing measured yet: the page says so
@@ -55,6 +55,7 @@ def report_figures(results: Results, compare: Mapping[str, Results] | None = Non
         found["bits"] = figures.bits_heatmap(results, front)
     found["hypervolume"] = figures.hypervolume_figure({results.experiment: results, **(compare or {})},
                                                       [m for m, _ in spec])
+    strategy_scores = strategy_scores or results.strategy_scores
     if strategy_scores:
         layers = [layer.name for layer in results.space.layers] if results.space is not None else None
         found["strategy-scores"] = figures.strategy_scores_figure(strategy_scores, layers)

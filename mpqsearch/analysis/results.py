@@ -53,7 +53,9 @@ class Results:
 
     ``directions`` knows every metric's direction that the experiment implies (its objectives,
     the workload's metrics, sizes, BOPs and latency to minimize); ``space`` is the search space
-    policies were made in (``None`` when the experiment file is unknown).
+    policies were made in (``None`` when the experiment file is unknown); ``strategy_scores``
+    the per-layer scores of the strategies that seeded or pruned it (``{"name: what": {layer:
+    score}}``, empty when none scored layers or the experiment's cache is gone).
     """
 
     experiment: str
@@ -64,6 +66,7 @@ class Results:
     directions: dict[str, str]
     config: ExperimentConfig | None = None
     space: SearchSpace | None = None
+    strategy_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def complete(self, feasible_only: bool = False) -> list[TrialRow]:
         """Completed trials in trial order (only feasible ones if asked)."""
@@ -139,6 +142,7 @@ def attach_policies(results: Results, cache_dir: Path | None = None) -> None:
         raise ConfigError(f"experiment {results.experiment}: no experiment file; policies cannot be rebuilt")
     setup = build_setup(results.config, cache_dir=cache_dir if cache_dir is not None and cache_dir.is_dir() else None)
     results.space = setup.space
+    results.strategy_scores = setup.strategy_scores()
     results.workload = setup.workload.name
     metrics = {m for row in results.rows for m in row.metrics}
     results.directions = metric_directions(setup.objectives.objectives, setup.workload.directions, metrics)

@@ -16,7 +16,7 @@ from typing import Any
 from ..policy import Policy
 from ..quant.spec import LayerQuantConfig
 from ..search_spaces import SearchSpace
-from ..strategies import StrategyContext, get_strategy
+from ..strategies import Strategy, StrategyContext, get_strategy
 from ..trials.evaluate import Evaluator, TrialResult
 from ..trials.isolation import TrialLock
 from ..trials.workload import Workload, get_workload
@@ -56,10 +56,16 @@ class ExperimentSetup:
         policies = []
         for i, ref in enumerate(self.config.strategies.seed):
             strategy = _strategy(self.config, "seed", i, ref.name, ref.args)
+            _keep_scores(strategy, context)
             for policy in strategy.seed(context):
                 policy.provenance["strategy"] = strategy.name
                 policies.append(policy)
         return policies
+
+    def strategy_scores(self) -> dict[str, dict[str, float]]:
+        """Per-layer scores of the strategies that seeded or pruned this experiment (``{"name:
+        what the score is": {layer: score}}``), as kept in the cache when they ran."""
+        return dict(self.evaluator.cache.load("strategy_scores") or {}) if self.evaluator.cache else {}
 
     def run_trial(self, params: dict[str, Any]) -> TrialOutcome:
         """Evaluate the policy of one parameter assignment; raises TrialError on failure."""
@@ -70,11 +76,20 @@ class ExperimentSetup:
                             self.objectives.violations(metrics), self.objectives.scalarize(metrics))
 
 
-def _strategy(config: ExperimentConfig, phase: str, index: int, name: str, args: dict[str, Any]):
+def _strategy(config: ExperimentConfig, phase: str, index: int, name: str, args: dict[str, Any]) -> Strategy:
     try:
         return get_strategy(name, **args)
     except ValueError as err:
         raise ConfigError(f"{config.source}: strategies.{phase}[{index}]: {err}") from None
+
+
+def _keep_scores(strategy: Strategy, context: StrategyContext) -> None:
+    """Store ``strategy``'s per-layer scores in the cache, for the report."""
+    scores = strategy.scores(context)
+    cache = context.evaluator.cache
+    if scores and cache:
+        cache.save("strategy_scores", {**(cache.load("strategy_scores") or {}),
+                                       f"{strategy.name}: {strategy.score_label}": scores})
 
 
 def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = None,
@@ -113,7 +128,9 @@ def _pruned(config: ExperimentConfig, space: SearchSpace, evaluator: Evaluator) 
     if stored is not None and stored["key"] == key:
         return space.restrict(weight=stored["weight"], act=stored["act"])
     for i, ref in enumerate(config.strategies.prune):
-        space = _strategy(config, "prune", i, ref.name, ref.args).prune(StrategyContext(space, evaluator))
+        strategy, context = _strategy(config, "prune", i, ref.name, ref.args), StrategyContext(space, evaluator)
+        _keep_scores(strategy, context)
+        space = strategy.prune(context)
     if evaluator.cache:
         evaluator.cache.save("pruned_space", {"key": key, "weight": dict(space.weight_choices),
                                               "act": dict(space.act_choices)})

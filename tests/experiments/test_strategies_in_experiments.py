@@ -6,6 +6,8 @@ import json
 import optuna
 import pytest
 
+from mpqsearch.analysis.report import report_figures
+from mpqsearch.analysis.results import load_results
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import load_config
 from mpqsearch.experiments.trial_records import read_trial_records
@@ -61,6 +63,13 @@ def test_optuna_search_runs_strategy_seeds_first_in_the_pruned_space(experiment_
     assert [t.params for t in trials[:len(seeds)]] == [setup.space.params_from_policy(p) for p in seeds]
     parameters = setup.space.parameters()
     assert all(t.params[name] in parameters[name] for t in trials for name in t.params)
+    # the strategies' per-layer scores reach the report
+    results = load_results(experiment_id, directory=tmp_path / "runs")
+    assert sorted(results.strategy_scores) == ["channel_ratio: |log2 stage in/out channels|",
+                                               "gamma: log2 gamma at the first bit dropped",
+                                               "sensitivity: metric drop, one layer at W4A8"]
+    assert all(set(scores) == set(setup.space.names) for scores in results.strategy_scores.values())
+    assert "strategy-scores" in report_figures(results)
 
 
 def test_nni_search_runs_strategy_seeds_first_in_the_pruned_space(experiment_file, tmp_path):
