@@ -91,6 +91,25 @@ def test_unsigned_range_uses_all_levels():
     assert q.unique().numel() == 16 and q.min() == 0
 
 
+@pytest.mark.parametrize("bits, signed, narrow", [(8, True, True), (8, True, False), (8, False, False),
+                                                  (4, True, True), (2, True, False), (16, True, True)])
+@pytest.mark.parametrize("scale", [0.01, 0.0123456, 2.0**-5, 1 / 7, 0.3])
+def test_no_grad_path_equals_torchs_kernels_bit_for_bit(bits, signed, narrow, scale):
+    s = torch.tensor(scale)
+    gen = torch.Generator().manual_seed(bits)
+    ties = (torch.arange(-300, 300, dtype=torch.float32) + 0.5) * s   # halfway between levels
+    values = torch.cat([ties, torch.randn(5000, generator=gen) * scale * 2 ** bits])
+    qmin, qmax = quant_range(bits, signed, narrow)
+    zero = torch.zeros((), dtype=torch.int32)
+    assert torch.equal(fake_quantize(values, s, bits, signed, narrow=narrow),
+                       torch.fake_quantize_per_tensor_affine(values, s, zero, qmin, qmax))
+    weights = torch.randn(6, 4, 3, 3, generator=gen)
+    scales = torch.rand(4, generator=gen) * scale + scale / 10
+    zeros = torch.zeros(4, dtype=torch.int32)
+    assert torch.equal(fake_quantize(weights, scales, bits, signed, axis=1, narrow=narrow),
+                       torch.fake_quantize_per_channel_affine(weights, scales, zeros, 1, qmin, qmax))
+
+
 def test_straight_through_gradient():
     x = torch.tensor([-2.0, -0.3, 0.2, 0.9, 3.0], requires_grad=True)
     fake_quantize(x, torch.tensor(1.0 / 7), 4, True).sum().backward()
