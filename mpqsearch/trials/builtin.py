@@ -13,6 +13,7 @@ the test data, from a fixed seed so that a refinement reruns identically.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data
+from .cfqp import cfqp_workload
 from .metrics import mean_metric, sr_metric, top1
 from .models import load_trained
 from .training import CONFIGS, Batch, digit_batches, sr_patches
@@ -70,6 +72,23 @@ def srresnet_x2() -> Workload:
 @register_workload("sr-rrdb-x2")
 def rrdb_x2() -> Workload:
     return _sr_workload("sr-rrdb-x2", "small RRDB generator (ESRGAN; 2 RRDBs, 32 channels, growth 16)")
+
+
+@register_workload("sr-espcn-clip-x2")
+def espcn_clip_x2() -> Workload:
+    return _sr_workload("sr-espcn-clip-x2", "ESPCN-style super-resolution as mobile SR builds it: HR pixels "
+                                            "through a clipped ReLU [0, 1], no bicubic skip")
+
+
+@register_workload("sr-espcn-clipfree-x2")
+def espcn_clipfree_x2() -> Workload:
+    """sr-espcn-clip-x2's weights with the clipped ReLU made a ReLU, calibrated on the CFQP set."""
+    clipped = espcn_clip_x2()
+    clip_free = dataclasses.replace(
+        clipped, name="sr-espcn-clipfree-x2", build_model=lambda: clipped.build_model().without_clipping(),
+        description=clipped.description.replace("a clipped ReLU [0, 1]",
+                                                "a ReLU (clip-free; sr-espcn-clip-x2's weights)"))
+    return cfqp_workload(clip_free)
 
 
 @register_workload("cls-digits")

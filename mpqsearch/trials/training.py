@@ -50,6 +50,7 @@ CONFIGS: dict[str, TrainConfig] = {
     "sr-srresnet-x2": TrainConfig(steps=1500, batch=16, lr=1e-3, patch=32),
     "sr-rrdb-x2": TrainConfig(steps=1000, batch=16, lr=1e-3, patch=32),
     "cls-digits": TrainConfig(steps=1500, batch=64, lr=2e-3),
+    "sr-espcn-clip-x2": TrainConfig(steps=1000, batch=16, lr=1e-3, patch=32),
 }
 
 
