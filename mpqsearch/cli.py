@@ -229,11 +229,16 @@ def _choices(bits: Sequence[int]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .trials.training import train_workload
+    from .trials.training import CONFIGS, train_workload
 
-    if args.workload not in workload_names():
-        raise CliError(f"unknown workload {args.workload!r}; built-in workloads: {', '.join(workload_names())}")
-    path = train_workload(args.workload, steps=args.steps, seed=args.seed, out=args.output)
+    if args.workload not in CONFIGS:
+        known = "a built-in workload that reuses another's weights" if args.workload in workload_names() \
+            else "not a built-in workload"
+        raise CliError(f"cannot train {args.workload!r} ({known}); trainable workloads: {', '.join(sorted(CONFIGS))}")
+    try:
+        path = train_workload(args.workload, steps=args.steps, seed=args.seed, out=args.output)
+    except ValueError as error:
+        raise CliError(str(error)) from None
     print(f"wrote {path}")
 
 

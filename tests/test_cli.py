@@ -26,6 +26,10 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
     assert main(["layers", "mpqsearch.example:build", "--input-shape", "1,x"]) == 2
     assert "--input-shape '1,x'" in capsys.readouterr().err
+    assert main(["train", "sr-espcn-clipfree-x2"]) == 2
+    assert "reuses another's weights" in capsys.readouterr().err
+    assert main(["train", "cls-digits", "--steps", "0"]) == 2
+    assert "steps must be at least 1" in capsys.readouterr().err
 
 
 def test_refine_writes_a_refined_policy_that_apply_reproduces(tmp_path, capsys):
