@@ -2,10 +2,11 @@
 
 What the file holds, per the numerics of :mod:`.functional`:
 
-- a quantized weight is an int8 initializer (bits 9..16: int16) holding the fake-quant model's
-  own integer levels, read back from its output (``round(fq(w) / s)`` is exact, so the levels
-  are those of torch's kernel even where ``round(w / s)`` would tie differently), followed by
-  ``DequantizeLinear`` with the same scales (per channel on ``WeightFakeQuant.axis``), zero 0;
+- a quantized weight is an integer initializer (see :func:`weight_container`: int8 up to 7 bits,
+  uint8 at 8, int16 up to 16) holding the fake-quant model's own integer levels, read back from
+  its output (``round(fq(w) / s)`` is exact, so the levels are those of torch's kernel even where
+  ``round(w / s)`` would tie differently), followed by ``DequantizeLinear`` with the same scales
+  (per channel on ``WeightFakeQuant.axis``);
 - a quantized activation (a layer's, a model input's, an add's or concat's, see :mod:`.graph`)
   is ``QuantizeLinear -> DequantizeLinear`` with its scale, in uint8 up to 8 bits (zero point 0,
   or 128 for signed levels: see :func:`container`) and int16 up to 16 (opset 21, zero point 0,
@@ -32,7 +33,7 @@ never differ. ONNX Runtime's fused int8 kernels add their own rounding (int32 ac
 float requantization multiplier, ``QLinearAdd``'s arithmetic), so an output can move by one level
 where the fake-quant value sits next to a rounding boundary (the tests bound it by one output step).
 
-ONNX Runtime 1.31 on the CPU runs a Conv (depthwise included) as ``QLinearConv`` when it reads a
+ONNX Runtime (1.31, 1.32) on the CPU runs a Conv (depthwise included) as ``QLinearConv`` when it reads a
 ``DQ`` of 8 bits or fewer and writes one ``Q`` of 8 bits or fewer with nothing between but a ReLU
 into an unsigned ``Q`` (which it drops); a PReLU, LeakyReLU or sigmoid there, or a ReLU before a
 signed ``Q``, keeps it float. An add or concat between 8-bit ``DQ`` s and a ``Q`` runs as
@@ -97,6 +98,27 @@ def container(bits: int, signed: bool) -> tuple[torch.dtype, int]:
     return torch.int16, (0 if signed or bits < 16 else -(2**15))
 
 
+def weight_container(bits: int) -> tuple[torch.dtype, int]:
+    """The integer type holding ``bits``-bit signed weight levels, and its zero point.
+
+    int8 up to 7 bits; uint8 with zero point 128 at 8 bits (the int8 levels shifted: the same
+    numbers); int16 up to 16. The 8-bit case is uint8 because ONNX Runtime on x86 CPUs without
+    VNNI (AVX2, such as AMD EPYC before Zen 4) runs an int8 weight against a uint8 activation
+    with ``VPMADDUBSW``, which adds two products in a saturating int16: ``255 * 127 * 2``
+    overflows it and outputs move by dozens of levels (measured: sr-espcn-x2 W8A8 off by 0.15 in
+    [0, 1] pixels). uint8 weights take the u8u8 kernels, which widen to 16 bits first and never
+    saturate; below 8 bits ``255 * 64 * 2 = 32640`` fits, so int8 weights keep the faster u8s8
+    kernels exactly. The file so computes the policy's numbers on every x86 CPU, VNNI or not; the
+    price is the u8u8 kernels' speed for 8-bit weights (on an AVX2 EPYC at 1 thread, sr-espcn-x2
+    W8A8 0.99x FP32 against 1.08x in u8s8; ``benchmarks/onnx_latency.py``).
+    """
+    if bits <= 7:
+        return torch.int8, 0
+    if bits == 8:
+        return torch.uint8, 128
+    return torch.int16, 0
+
+
 def _broadcast(scale: torch.Tensor, dims: int, axis: int | None) -> torch.Tensor:
     if axis is None:
         return scale
@@ -141,18 +163,23 @@ class Quantize(torch.autograd.Function):
 
 
 class Dequantize(torch.autograd.Function):
-    """Integer levels times scale (per tensor, or per channel on ``axis``), zero point 0,
-    exported as ``DequantizeLinear``."""
+    """Integer levels minus the zero point (0 when ``None``, else a tensor shaped like the scale)
+    times scale (per tensor, or per channel on ``axis``), exported as ``DequantizeLinear``."""
 
     @staticmethod
-    def forward(ctx: Any, levels: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tensor:
-        return levels.to(torch.float32) * _broadcast(scale, levels.dim(), axis)
+    def forward(ctx: Any, levels: torch.Tensor, scale: torch.Tensor, axis: int | None,
+                zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        values = levels.to(torch.float32)
+        if zero_point is not None:
+            values = values - _broadcast(zero_point.to(torch.float32), levels.dim(), axis)
+        return values * _broadcast(scale, levels.dim(), axis)
 
     @staticmethod
-    def symbolic(g: Any, levels: Any, scale: Any, axis: int | None) -> Any:
+    def symbolic(g: Any, levels: Any, scale: Any, axis: int | None, zero_point: Any = None) -> Any:
+        inputs = (levels, scale) if zero_point is None else (levels, scale, zero_point)
         if axis is None:
-            return g.op("DequantizeLinear", levels, scale)
-        return g.op("DequantizeLinear", levels, scale, axis_i=axis)
+            return g.op("DequantizeLinear", *inputs)
+        return g.op("DequantizeLinear", *inputs, axis_i=axis)
 
 
 class QuantizeDequantize(torch.autograd.Function):
@@ -183,28 +210,34 @@ class QuantizedActivation(nn.Module):
 
 
 class DequantizedWeight(nn.Module):
-    """A weight parametrization for export: fixed integer levels times scales (``DequantizeLinear``)."""
+    """A weight parametrization for export: fixed integer levels less a zero point (none: 0)
+    times scales (``DequantizeLinear``)."""
 
-    def __init__(self, levels: torch.Tensor, scale: torch.Tensor, axis: int | None) -> None:
+    def __init__(self, levels: torch.Tensor, scale: torch.Tensor, axis: int | None,
+                 zero_point: torch.Tensor | None = None) -> None:
         super().__init__()
         self.axis = axis
         self.register_buffer("levels", levels)
         self.register_buffer("scale", scale)
+        self.register_buffer("zero_point", zero_point)
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        return Dequantize.apply(self.levels, self.scale, self.axis)
+        return Dequantize.apply(self.levels, self.scale, self.axis, self.zero_point)
 
 
 def dequantized_weight(weight: torch.Tensor, quantizer: WeightFakeQuant) -> DequantizedWeight:
     """The export form of ``quantizer``, whose output is ``weight``: its levels are read back
-    from that output, in int8 up to 8 bits and int16 up to 16."""
+    from that output, in :func:`weight_container`'s type."""
     axis = quantizer.axis if quantizer.per_channel else None
     scale = quantizer.scale.detach().to(torch.float32)
     scale = scale.reshape(-1) if axis is not None else scale.reshape(())
     levels = torch.round(weight.detach() / _broadcast(scale, weight.dim(), axis))
     if levels.abs().max() > quant_range(quantizer.bits, True)[1]:
         raise ValueError(f"weight levels exceed the {quantizer.bits}-bit range")
-    return DequantizedWeight(levels.to(torch.int8 if quantizer.bits <= 8 else torch.int16), scale, axis)
+    dtype, zero = weight_container(quantizer.bits)
+    if not zero:
+        return DequantizedWeight(levels.to(dtype), scale, axis)
+    return DequantizedWeight((levels + zero).to(dtype), scale, axis, torch.full_like(scale, zero, dtype=dtype))
 
 
 def dequantized_bias(bias: torch.Tensor, quantizer: BiasFakeQuant) -> DequantizedWeight:

@@ -85,7 +85,8 @@ def test_torch_backend_restores_threads_and_mode(request_for):
 
 
 def test_execution_kinds():
-    assert execution_kind(8, 8, 8) == execution_kind(2, 4, 6) == "int8"
+    assert execution_kind(8, 8, 8) == execution_kind(8, 4, 6) == "u8u8"  # 8-bit weights: uint8
+    assert execution_kind(7, 8, 8) == execution_kind(2, 4, 6) == "u8s8"
     assert execution_kind(8, 16, 8) == execution_kind(16, 12, 9) == "int16"
     assert execution_kind(32, 8, 8) == execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == "float"
 
@@ -102,8 +103,8 @@ def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):
     assert plans["up"].input_shape == (1, 16, 32, 32) and plans["head"].input_shape == (1, 8)
     space = SearchSpace.from_model(example_model, example_input)
     kinds = {name: plan.kind(Policy.uniform(space, 8, 8)) for name, plan in plans.items()}
-    assert kinds == {"stem": "float", "block.conv": "int8", "block.depthwise": "int8", "branch_a": "int8",
-                     "branch_b": "int8", "up": "int8", "head": "float"}
+    assert kinds == {"stem": "float", "block.conv": "u8u8", "block.depthwise": "u8u8", "branch_a": "u8u8",
+                     "branch_b": "u8u8", "up": "u8u8", "head": "float"}
     policy = Policy.uniform(space, 8, 8, input_bits=16)
     policy.layers["stem"] = policy.layers["stem"].__class__(8, 16)  # the add follows stem's group
     assert plans["stem"].kind(policy) == plans["branch_a"].kind(policy) == "int16"
@@ -119,8 +120,8 @@ def test_lookup_table_sums_its_entries(counted, request_for, tmp_path):
     assert (fp32.backend, fp32.method) == ("lut", "lookup-table")
     w8a8 = backend.measure(request_for(8, 8))
     entries = table["layers"]
-    # five layers switch from float to int8 entries; stem and head stay float
-    delta = sum(len(f"{n}-int8") - len(f"{n}-float") for n in ("block.conv", "block.depthwise", "branch_a",
+    # five layers switch from float to u8u8 entries; stem and head stay float
+    delta = sum(len(f"{n}-u8u8") - len(f"{n}-float") for n in ("block.conv", "block.depthwise", "branch_a",
                                                                    "branch_b", "up"))
     assert w8a8.median_ms == pytest.approx(fp32.median_ms + delta)
     assert "int16" not in entries["stem"]  # measured on demand only
@@ -130,7 +131,7 @@ def test_lookup_table_round_trips_through_its_file(counted, request_for, tmp_pat
     request = request_for(4, 8)
     first = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     measured = len(counted)
-    assert measured == 7 + 5 + 1  # every layer in float, five in int8, the FP32 model end to end
+    assert measured == 7 + 5 + 1  # every layer in float, five in u8s8, the FP32 model end to end
     second = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     assert len(counted) == measured and second == first
     LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request_for(8, 16))

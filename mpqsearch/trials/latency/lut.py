@@ -3,14 +3,15 @@
 Execution model (ONNX Runtime 1.31, CPU). What decides a layer's speed is the kernel ONNX
 Runtime picks, and that depends on three bit widths, not on the exact number of bits:
 
-- ``int8``: the weight, the tensor the layer reads and the layer's own output activation all
-  have 8 bits or fewer, and nothing but a clamp at zero into an unsigned grid (ReLU) lies between
-  the layer and its output quantizer: ``DQ -> Conv -> Q`` fuses into ``QLinearConv``. The tensor
-  read is quantized when it is another layer's output, a model input (the policy's
-  ``input_bits``) or an add or concat output (its tied group's bits), each directly or through
-  grid-preserving ops (:mod:`mpqsearch.quant.graph`); anything else (a mean, ``0.2 * y``) is float.
-  2..8 bits all run the same int8 kernel; the narrower levels only cost a ``DQ -> Clip -> Q``
-  (:mod:`mpqsearch.quant.export`), which this table does not see;
+- ``u8s8`` and ``u8u8``: the weight, the tensor the layer reads and the layer's own output
+  activation all have 8 bits or fewer, and nothing but a clamp at zero into an unsigned grid
+  (ReLU) lies between the layer and its output quantizer: ``DQ -> Conv -> Q`` fuses into
+  ``QLinearConv``. The tensor read is quantized when it is another layer's output, a model input
+  (the policy's ``input_bits``) or an add or concat output (its tied group's bits), each directly
+  or through grid-preserving ops (:mod:`mpqsearch.quant.graph`); anything else (a mean,
+  ``0.2 * y``) is float. Weights of 2..7 bits are int8 and run the u8s8 kernels, 8-bit weights
+  are uint8 and run the u8u8 kernels (:func:`mpqsearch.quant.export.weight_container` says why);
+  narrower activation levels only cost a ``DQ -> Clip -> Q``, which this table does not see;
 - ``int16``: none of the three is 32 bits but one is wider than 8: a float kernel between
   int16 Q/DQ (ONNX Runtime has no int16 convolution on the CPU);
 - ``float``: any of the three is 32 bits, or an activation that no int8 kernel folds (PReLU,
@@ -20,13 +21,13 @@ Runtime picks, and that depends on three bit widths, not on the exact number of 
   26 LeakyReLU convs run so, the W8A8 estimate is 29 % below the end-to-end measurement.
 
 (The output bits count because ONNX Runtime fuses only a convolution whose output is quantized.)
-ConvTranspose and Gemm have no int8 kernel at all: their ``int8`` entry is measured like any
-other and comes out as float plus Q/DQ. Adds and concats of quantized tensors run as
+ConvTranspose and Gemm have no int8 kernel at all: their ``u8s8`` and ``u8u8`` entries are measured
+like any other and come out as float plus Q/DQ. Adds and concats of quantized tensors run as
 ``QLinearAdd`` and ``QLinearConcat``; like every op outside the layers they are in the constant
 below, measured in float.
 
 Each (layer, kind) is measured as a one-layer ONNX model at the layer's real input shape
-(captured by a forward hook on the example input): for ``int8``/``int16`` an integer input,
+(captured by a forward hook on the example input): for the integer kinds an integer input,
 ``DequantizeLinear``, the layer with integer weights, ``QuantizeLinear`` and an integer output,
 so the Q/DQ work on its input and output is counted once, where it runs; for ``float`` the
 float layer. What no layer entry sees (activations, adds, concats, pooling, the runtime's
@@ -66,17 +67,22 @@ from ...quant.transform import calibrate, prepare
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend
 from .ort import OnnxRuntimeBackend, time_onnx
 
-KINDS = ("int8", "int16", "float")
+KIND_BITS = {"u8s8": (7, 8), "u8u8": (8, 8), "int16": (16, 16)}
+"""The weight and activation bits each integer kind is measured at."""
+KINDS = (*KIND_BITS, "float")
 DEFAULT_CACHE_DIR = Path("~/.cache/mpqsearch/latency")
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+"""2: 8-bit weights are measured apart from narrower ones (``u8u8``, ``u8s8``)."""
 
 
 def execution_kind(weight_bits: int, input_bits: int, output_bits: int) -> str:
-    """``int8``, ``int16`` or ``float``: how ONNX Runtime runs a layer (module docstring)."""
+    """One of :data:`KINDS`: how ONNX Runtime runs a layer (module docstring)."""
     bits = (weight_bits, input_bits, output_bits)
     if FLOAT_BITS in bits:
         return "float"
-    return "int8" if max(bits) <= 8 else "int16"
+    if max(bits) > 8:
+        return "int16"
+    return "u8u8" if weight_bits == 8 else "u8s8"
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ class LayerPlan:
         else:
             input_bits = policy.input_bits if self.source == MODEL_INPUT else policy.layers[self.source].act_bits
         kind = execution_kind(config.weight_bits, input_bits, config.act_bits)
-        return "float" if kind == "int8" and not self.fuses else kind
+        return "float" if kind in ("u8s8", "u8u8") and not self.fuses else kind
 
 
 def _fuses(site: ActivationSite, quantizer: ActFakeQuant) -> bool:
@@ -134,21 +140,22 @@ def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPl
 
 
 class _QuantizedLayer(nn.Module):
-    """One layer as ONNX Runtime runs it at ``bits``: integer levels in, integer levels out.
+    """One layer as ONNX Runtime runs it at ``weight_bits`` and ``act_bits``: integer levels in,
+    integer levels out.
 
     8-bit levels are uint8 whatever their sign: ONNX Runtime on x86 runs int8 activations as
     uint8 (it rewrites int8 Q/DQ pairs) and does not fuse a convolution on an int8 graph input.
     """
 
-    def __init__(self, layer: nn.Module, bits: int, example: torch.Tensor) -> None:
+    def __init__(self, layer: nn.Module, weight_bits: int, act_bits: int, example: torch.Tensor) -> None:
         super().__init__()
-        self.bits, self.signed = bits, bits > 8
-        config = LayerQuantConfig(bits, bits, weight_clipping="max")
+        self.bits, self.signed = act_bits, act_bits > 8
+        config = LayerQuantConfig(weight_bits, act_bits, weight_clipping="max")
         quantizer = WeightFakeQuant(layer.weight, config, weight_channel_axis(layer))
         with torch.no_grad():
             parametrize.register_parametrization(layer, "weight", dequantized_weight(quantizer(layer.weight), quantizer))
             self.layer = layer
-            qmax = 2 ** (bits - 1) - 1
+            qmax = 2 ** (act_bits - 1) - 1
             self.register_buffer("input_scale", example.abs().max() / qmax)
             self.register_buffer("output_scale", layer(example).abs().max() / qmax)
 
@@ -163,7 +170,7 @@ def one_layer_model(layer: nn.Module, plan: LayerPlan, kind: str) -> tuple[nn.Mo
     example = torch.randn(plan.input_shape, generator=torch.Generator().manual_seed(0))
     if kind == "float":
         return layer, example
-    module = _QuantizedLayer(layer, 8 if kind == "int8" else 16, example)
+    module = _QuantizedLayer(layer, *KIND_BITS[kind], example)
     dtype = container(module.bits, module.signed)[0]
     info = torch.iinfo(dtype)
     levels = torch.randint(info.min, info.max + 1, plan.input_shape, generator=torch.Generator().manual_seed(0))
