@@ -30,7 +30,8 @@ from mpqsearch.quant.export import export_onnx, onnxruntime_session
 from mpqsearch.trials.latency import LatencyRequest, LookupTableBackend
 from mpqsearch.trials.latency.lut import machine
 
-POLICIES = {"FP32": (32, 32), "W8A8": (8, 8), "W4A8": (4, 8), "W8A16": (8, 16)}
+POLICIES = {"FP32": (32, 32), "W8A8": (8, 8), "W7A8": (7, 8), "W4A8": (4, 8), "W8A16": (8, 16)}
+"""W8A8 runs ONNX Runtime's u8u8 kernels, W7A8 and W4A8 its u8s8 ones (``weight_container``)."""
 
 
 def _example() -> tuple[str, torch.nn.Module, torch.Tensor, list[torch.Tensor]]:
