@@ -13,10 +13,10 @@ from .graph import QUANTIZABLE_TYPES, UntraceableModelWarning, analyze, layer_fi
 from .modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis, weight_scale
 from .observers import ActivationStats
 from .spec import FLOAT_BITS, VALID_BITS, LayerQuantConfig, check_bits
-from .transform import calibrate, collect_activation_stats, prepare, quantize_model
+from .transform import Prepared, calibrate, collect_activation_stats, prepare, quantize_model
 
 __all__ = [
-    "FLOAT_BITS", "QUANTIZABLE_TYPES", "VALID_BITS", "ActFakeQuant", "ActivationStats", "LayerQuantConfig",
+    "FLOAT_BITS", "QUANTIZABLE_TYPES", "VALID_BITS", "ActFakeQuant", "ActivationStats", "LayerQuantConfig", "Prepared",
     "UntraceableModelWarning", "WeightFakeQuant", "analyze", "calibrate", "check_bits", "clip_values",
     "collect_activation_stats", "fake_quantize", "layer_fingerprint", "prepare", "quant_range",
     "quantizable_layers", "quantize_model", "scale_from_clip", "weight_channel_axis", "weight_scale",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Hashable, Iterable, Mapping, MutableMapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import fx, nn
@@ -66,14 +66,27 @@ def _layer_quantizers(analysis: GraphAnalysis, container: nn.Module) -> dict[str
     return {name: quantizers[name] for name in analysis.sites}
 
 
-def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], GraphAnalysis]:
+class Prepared(NamedTuple):
+    """What :func:`prepare` returns: the model with its quantizers in place, the quantizer of each
+    layer and tensor site (tied layers share one, which a ``same_grid`` tensor site maps to) and
+    the graph analysis."""
+
+    model: nn.Module
+    quantizers: dict[str, ActFakeQuant]
+    analysis: GraphAnalysis
+
+    def copy(self) -> Prepared:
+        """An independent copy (weights and quantizers; the analysis is shared, it is only read):
+        a few times cheaper than tracing and analysing the model again, so a search's trials
+        copy one (``quantize_model(..., template=...)``)."""
+        model, quantizers = copy.deepcopy((self.model, self.quantizers))
+        return Prepared(model, quantizers, self.analysis)
+
+
+def prepare(model: nn.Module) -> Prepared:
     """A copy of ``model`` with an observing :class:`ActFakeQuant` at every activation site and
     tensor site (and a :class:`SameGridQuant` where a layer reads a quantized tensor through
-    grid-preserving ops).
-
-    Returns the copy, the quantizer of each layer and tensor site (tied layers share one, which a
-    ``same_grid`` tensor site maps to) and the analysis.
-    """
+    grid-preserving ops)."""
     model = copy.deepcopy(model)
     analysis = analyze(model)
     containers = {name: nn.Module() for name in (ACT_CONTAINER, INPUT_CONTAINER, JOIN_CONTAINER, GRID_CONTAINER)}
@@ -82,7 +95,7 @@ def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], Graph
         for name, layer in quantizable_layers(model).items():
             layer.add_module("act_quant", quantizers[name])
             layer.register_forward_hook(lambda module, args, output: module.act_quant(output))
-        return model, quantizers, analysis
+        return Prepared(model, quantizers, analysis)
     gm = analysis.graph_module
     for name, container in containers.items():
         gm.add_module(name, container)
@@ -105,7 +118,7 @@ def prepare(model: nn.Module) -> tuple[nn.Module, dict[str, ActFakeQuant], Graph
         containers[GRID_CONTAINER].add_module(node_name, SameGridQuant(quantizers[key]))
         _insert_after(gm, node_name, f"{GRID_CONTAINER}.{node_name}")
     gm.recompile()
-    return gm, quantizers, analysis
+    return Prepared(gm, quantizers, analysis)
 
 
 def _run(model: nn.Module, example: Any) -> None:
@@ -184,6 +197,7 @@ def quantize_model(
     input_bits: int = DEFAULT_INPUT_BITS,
     act_stats: Mapping[str, ActivationStats] | None = None,
     weight_scales: WeightScaleCache | None = None,
+    template: Prepared | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model``; ``model`` itself is not modified.
 
@@ -191,15 +205,16 @@ def quantize_model(
     ``input_bits`` quantize the model inputs that layers with quantized weights read (32: float).
     Activation scales come from ``act_stats`` if given (see :func:`collect_activation_stats`),
     else from a calibration pass over ``calib_data``. ``weight_scales``, a dict the caller keeps,
-    caches each (layer, weight config) scale across calls. A traced model comes back as a
-    ``torch.fx.GraphModule``.
+    caches each (layer, weight config) scale across calls. ``template``, a :func:`prepare` of
+    this same ``model`` (its weights unchanged since), is copied instead of tracing the model
+    again and is left as it is. A traced model comes back as a ``torch.fx.GraphModule``.
     """
     layers = quantizable_layers(model)
     unknown = sorted(set(configs) - set(layers))
     if unknown:
         raise KeyError(f"no quantizable layer named {unknown[0]!r} in {type(model).__name__}")
     check_bits(input_bits)
-    prepared, quantizers, analysis = prepare(model)
+    prepared, quantizers, analysis = prepare(model) if template is None else template.copy()
     _check_ties(configs, analysis)
     members: dict[int, list[str]] = {}
     for name, quantizer in quantizers.items():

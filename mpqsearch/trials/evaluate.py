@@ -23,7 +23,7 @@ from ..apply import apply_policy
 from ..policy import Policy
 from ..quant.observers import ActivationStats
 from ..quant.spec import FLOAT_BITS
-from ..quant.transform import collect_activation_stats
+from ..quant.transform import Prepared, collect_activation_stats, prepare
 from ..search_spaces import SearchSpace
 from ..search_spaces.costs import bit_operations, model_size_bytes
 from .cache import TrialCache, fingerprint
@@ -121,6 +121,7 @@ class Evaluator:
         self._act_stats: dict[str, ActivationStats] | None = None
         self.weight_scales: dict[Any, torch.Tensor] = dict(self.cache.load("weight_scales") or {}) if self.cache else {}
         self._saved_scales = len(self.weight_scales)
+        self._template: Prepared | None = None
 
     @property
     def reference(self) -> dict[str, float]:
@@ -153,10 +154,14 @@ class Evaluator:
 
     def quantize(self, policy: Policy) -> nn.Module:
         """The fake-quantized model for ``policy``, from the cached statistics and scales (and a
-        refined policy's weights, see :func:`~mpqsearch.apply.apply_policy`)."""
+        refined policy's weights, see :func:`~mpqsearch.apply.apply_policy`). Each trial copies one
+        traced and prepared model instead of tracing it again."""
         policy.check_model(self.space)
         try:
-            return apply_policy(self.model, policy, act_stats=self.act_stats, weight_scales=self.weight_scales)
+            if self._template is None:
+                self._template = prepare(self.model)
+            return apply_policy(self.model, policy, act_stats=self.act_stats, weight_scales=self.weight_scales,
+                                template=self._template)
         except (ValueError, KeyError, RuntimeError) as err:
             raise QuantizationError(f"quantizing {self.workload.name} failed: {err}") from err
 

@@ -3,9 +3,10 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from mpqsearch.quant import (ActFakeQuant, LayerQuantConfig, UntraceableModelWarning, analyze,
-                             collect_activation_stats, quant_range, quantizable_layers, quantize_model)
+                             collect_activation_stats, prepare, quant_range, quantizable_layers, quantize_model)
 
 
 def _configs(model, weight_bits=8, act_bits=8, **options):
@@ -236,6 +237,21 @@ def test_cached_statistics_and_scales_reproduce_the_model(example_model, calib_d
     again = quantize_model(example_model, configs, act_stats=stats, weight_scales=scales)
     assert torch.equal(direct(example_input), cached(example_input))
     assert torch.equal(direct(example_input), again(example_input))
+
+
+def test_copies_of_a_prepared_template_reproduce_the_model_and_leave_it_as_it_was(
+        example_model, calib_data, example_input):
+    stats = collect_activation_stats(example_model, calib_data)
+    template = prepare(example_model)
+    low, high = _configs(example_model, 4, 4), _configs(example_model, 8, 8)
+    first = quantize_model(example_model, low, act_stats=stats, template=template)
+    second = quantize_model(example_model, high, act_stats=stats, template=template)
+    assert torch.equal(first(example_input), quantize_model(example_model, low, act_stats=stats)(example_input))
+    assert torch.equal(second(example_input), quantize_model(example_model, high, act_stats=stats)(example_input))
+    assert first.mpq_act.head is not second.mpq_act.head and first.mpq_act.head.bits == 4
+    assert first.mpq_grid.cat.quantizer is first.mpq_act.branch_a  # a copy keeps its ties
+    assert all(q.observing and not q.stats.observed for q in template.quantizers.values())
+    assert not any(parametrize.is_parametrized(layer) for layer in quantizable_layers(template.model).values())
 
 
 def test_shift_scales_in_a_model(example_model, calib_data):
