@@ -7,7 +7,10 @@ work with NNI 3.0 on this stack are refused when the file is read, with the reas
 
 The web UI listens on ``config.host`` (127.0.0.1 by default): NNI's manager has no host option
 and no authentication (issue #3594), so a small Node preload script, passed through
-``NODE_OPTIONS``, makes every server it opens bind to that address.
+``NODE_OPTIONS``, makes every server it opens bind to that address. NNI's launcher gives the
+manager 3 seconds to answer, too few for a first start after installing (Node reads its modules
+from a cold disk: a test run's first experiment failed so) or on a busy machine; here it gets
+:data:`MANAGER_START_SECONDS`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Iterator, TextIO
 
 import yaml
 from nni.experiment import CustomAlgorithmConfig, Experiment
+from nni.experiment import launcher as nni_launcher
 
 from .config import ConfigError, ExperimentConfig
 from .launcher import Progress
@@ -30,6 +34,7 @@ from .setup import ExperimentSetup
 from .trial_records import read_trial_records
 
 TUNER_DIR = Path(__file__).parent / "nni_tuners"
+MANAGER_START_SECONDS = 30
 BUILTIN = ("TPE", "Evolution", "Anneal", "Random", "GridSearch")
 MULTI_OBJECTIVE = "MultiObjective"
 REFUSED = {
@@ -90,16 +95,21 @@ def tuner_config(setup: ExperimentSetup, seeds: list[dict[str, Any]]) -> CustomA
 
 
 @contextmanager
-def loopback_only(run_dir: Path, host: str) -> Iterator[None]:
-    """Start NNI's manager with the preload script that binds its servers to ``host``."""
+def manager_start(run_dir: Path, host: str) -> Iterator[None]:
+    """Start NNI's manager with the preload script that binds its servers to ``host``, waiting
+    up to :data:`MANAGER_START_SECONDS` for it to answer (module docstring)."""
     preload = run_dir / "listen-host.js"
     preload.write_text(_PRELOAD)
     saved = {k: os.environ.get(k) for k in ("NODE_OPTIONS", "MPQSEARCH_LISTEN_HOST")}
     os.environ["NODE_OPTIONS"] = " ".join(filter(None, [saved["NODE_OPTIONS"], f"--require {preload}"]))
     os.environ["MPQSEARCH_LISTEN_HOST"] = host
+    check = nni_launcher._check_rest_server
+    nni_launcher._check_rest_server = lambda port, retry=3, url_prefix=None: check(
+        port, retry=max(retry, MANAGER_START_SECONDS), url_prefix=url_prefix)
     try:
         yield
     finally:
+        nni_launcher._check_rest_server = check
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -151,20 +161,20 @@ class NniDriver:
         setup.warm_up()
         experiment = self.build(setup, config_path)
         os.environ["MPQSEARCH_CONCURRENCY"] = str(self.config.budget.concurrency)
-        with loopback_only(self.run_dir, self.config.host):
+        with manager_start(self.run_dir, self.config.host):
             experiment.start(port)
         return self.wait(experiment, on_progress)
 
     def resume(self, port: int, on_progress: Callable[[Experiment], None]) -> Experiment:
         experiment = Experiment(None, id=self.experiment_id)
         os.environ["MPQSEARCH_CONCURRENCY"] = str(self.config.budget.concurrency)
-        with loopback_only(self.run_dir, self.config.host):
+        with manager_start(self.run_dir, self.config.host):
             experiment.resume(port, wait_completion=False)
         return self.wait(experiment, on_progress)
 
     def view(self, port: int) -> None:
         """Serve the web UI of a finished experiment until interrupted (Ctrl-C)."""
-        with loopback_only(self.run_dir, self.config.host):
+        with manager_start(self.run_dir, self.config.host):
             Experiment(None, id=self.experiment_id).view(port)
 
     @staticmethod

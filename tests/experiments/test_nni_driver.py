@@ -8,10 +8,12 @@ import sys
 import threading
 
 import pytest
+from nni.experiment import launcher as nni_launcher
 from nni.experiment.config import ExperimentConfig
 
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import ConfigError, load_config
+from mpqsearch.experiments.nni_driver import MANAGER_START_SECONDS, manager_start
 from mpqsearch.experiments.trial_records import read_trial_records
 
 PORT = 18643
@@ -103,3 +105,16 @@ def test_nnictl_runs_in_the_installed_environment():
     result = subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "create" in result.stdout
+
+
+def test_the_manager_gets_more_than_nni_s_3_seconds_to_start(tmp_path, monkeypatch):
+    """NNI's launcher checks the manager 3 times a second apart; a first start on a fresh install
+    can take longer. Inside manager_start it is checked for MANAGER_START_SECONDS, and after it
+    NNI's own check is back."""
+    retries = []
+    monkeypatch.setattr(nni_launcher, "_check_rest_server",
+                        lambda port, retry=3, url_prefix=None: retries.append(retry))
+    original = nni_launcher._check_rest_server
+    with manager_start(tmp_path, "127.0.0.1"):
+        nni_launcher._check_rest_server(8080, url_prefix=None)
+    assert retries == [MANAGER_START_SECONDS] and nni_launcher._check_rest_server is original
