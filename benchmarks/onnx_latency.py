@@ -30,8 +30,11 @@ from mpqsearch.quant.export import export_onnx, onnxruntime_session
 from mpqsearch.trials.latency import LatencyRequest, LookupTableBackend
 from mpqsearch.trials.latency.lut import machine
 
-POLICIES = {"FP32": (32, 32), "W8A8": (8, 8), "W7A8": (7, 8), "W4A8": (4, 8), "W8A16": (8, 16)}
-"""W8A8 runs ONNX Runtime's u8u8 kernels, W7A8 and W4A8 its u8s8 ones (``weight_container``)."""
+POLICIES = {"FP32": (32, 32, "portable"), "W8A8": (8, 8, "portable"), "W8A8 vnni": (8, 8, "vnni"),
+            "W7A8": (7, 8, "portable"), "W4A8": (4, 8, "portable"), "W8A16": (8, 16, "portable")}
+"""Weight bits, activation bits, export target. W8A8 runs ONNX Runtime's u8u8 kernels, W8A8 for the
+``vnni`` target, W7A8 and W4A8 its u8s8 ones (``weight_container``; on a CPU without VNNI the
+``vnni`` file's outputs are wrong, its time is still shown)."""
 
 
 def _example() -> tuple[str, torch.nn.Module, torch.Tensor, list[torch.Tensor]]:
@@ -72,16 +75,17 @@ def _int8_layers(path: Path) -> int:
 
 def _rows(model_name: str, model: torch.nn.Module, example: torch.Tensor, calib: list[Any],
           args: argparse.Namespace, tmp: Path) -> list[dict[str, str]]:
-    table = LookupTableBackend(cache_dir=tmp, threads=args.threads, repeats=args.repeats, warmup=args.warmup)
+    timing = {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+    tables = {target: LookupTableBackend(cache_dir=tmp, target=target, **timing) for target in ("portable", "vnni")}
     space = SearchSpace.from_model(model, example)
     sessions, estimates, int8_layers = {}, {}, {}
-    for label, (weight_bits, act_bits) in POLICIES.items():
+    for label, (weight_bits, act_bits, target) in POLICIES.items():
         policy = Policy.uniform(space, weight_bits, act_bits)
         qmodel = apply_policy(model, policy, calib)
-        path = export_onnx(qmodel, example, tmp / f"{model_name}-{label}.onnx")
+        path = export_onnx(qmodel, example, tmp / f"{model_name}-{label.replace(' ', '-')}.onnx", target=target)
         sessions[label] = onnxruntime_session(path, threads=args.threads)
         int8_layers[label] = f"{_int8_layers(path)}/{len(space.layers)}"
-        estimates[label] = table.measure(LatencyRequest(model, qmodel, example, space, policy)).median_ms
+        estimates[label] = tables[target].measure(LatencyRequest(model, qmodel, example, space, policy)).median_ms
     times = _interleaved(sessions, {sessions["FP32"].get_inputs()[0].name: example.numpy()}, args)
     medians = {label: float(np.median(t)) for label, t in times.items()}
     rows = []

@@ -14,13 +14,13 @@ from torch import nn
 
 from .experiments.config import ConfigError
 from .policy import Policy, PolicyError, load_policy
-from .quant.spec import check_bits
+from .quant.spec import EXPORT_TARGETS, check_bits
 from .search_spaces import SearchSpace
 from .search_spaces.costs import model_size_bytes
 from .specs import load_callable
 from .strategies import strategy_names
 from .trials.evaluate import Evaluator, TrialError, TrialResult
-from .trials.latency import latency_backend_names
+from .trials.latency import backend_options, latency_backend_names
 from .trials.refine import DEFAULT_LR
 from .trials.workload import Workload, get_workload, workload_names
 
@@ -135,8 +135,8 @@ def _print_result(result: TrialResult, workload: Workload) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     workload = _workload(args.workload)
-    options = {"threads": args.threads} if args.latency != "none" else {}
-    evaluator = Evaluator(workload, latency=args.latency, latency_options=options)
+    evaluator = Evaluator(workload, latency=args.latency,
+                          latency_options=backend_options(args.latency, args.threads, args.target))
     result = evaluator.evaluate(_policy_for(args, evaluator.space))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -154,7 +154,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
         policy = load_policy(args.policy, model)
     except PolicyError as err:
         raise CliError(str(err)) from None
-    path = export_onnx(apply_policy(model, policy, workload.calib_data), workload.example_input, args.output)
+    path = export_onnx(apply_policy(model, policy, workload.calib_data), workload.example_input, args.output,
+                       target=args.target)
     print(f"wrote {path}")
 
 
@@ -311,6 +312,10 @@ def cmd_stop(args: argparse.Namespace) -> None:
     print(f"asked experiment {args.id} to stop")
 
 
+TARGET_HELP = ("how 8-bit weights are stored in the ONNX export: portable (exact on every x86 CPU) or vnni "
+               "(faster on CPUs with VNNI, wrong on AVX2-only ones)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpqsearch", description="Mixed-precision quantization search.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     chosen.add_argument("--uniform", metavar="W/A", help="the same weight/activation bits everywhere, e.g. 8/8")
     evaluate.add_argument("--latency", default="onnxruntime", choices=latency_backend_names())
     evaluate.add_argument("--threads", type=int, default=1, help="threads for the latency measurement")
+    evaluate.add_argument("--target", choices=EXPORT_TARGETS, default="portable", help=TARGET_HELP)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -336,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("workload")
     export.add_argument("--policy", type=Path, required=True)
     export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument("--target", choices=EXPORT_TARGETS, default="portable", help=TARGET_HELP)
     export.set_defaults(func=cmd_export_onnx)
 
     launch = sub.add_parser("launch", help="run a search described by an experiment file")
@@ -418,7 +425,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"trial {row.number} ({row.strategy}): {metrics}")
     print(f"wrote {save_policy(policy, args.output)}")
     if args.onnx:
-        print(f"wrote {write_onnx(policy, _workload(results.config.workload), args.onnx)}")
+        print(f"wrote {write_onnx(policy, _workload(results.config.workload), args.onnx, args.target)}")
 
 
 def cmd_apply(args: argparse.Namespace) -> None:
@@ -468,6 +475,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
                              "max:METRIC where COND, or knee")
     export.add_argument("-o", "--output", type=Path, required=True)
     export.add_argument("--onnx", type=Path, help="also write the QDQ ONNX model")
+    export.add_argument("--target", choices=EXPORT_TARGETS, help=TARGET_HELP + " (default: the experiment's)")
     export.set_defaults(func=cmd_export)
     apply = sub.add_parser("apply", help="re-evaluate a policy and compare with its recorded metrics")
     apply.add_argument("policy", type=Path)

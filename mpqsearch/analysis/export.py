@@ -30,11 +30,14 @@ def picked_policy(results: Results, row: TrialRow, rule: str) -> Policy:
     provenance = {"experiment": results.experiment, "trial": row.trial_id, "number": row.number,
                   "strategy": row.strategy, "driver": results.driver, "workload": results.workload, "rule": rule}
     if results.config is not None:
-        provenance["latency"] = {"backend": results.config.latency.backend, "threads": results.config.latency.threads}
+        latency = results.config.latency
+        provenance["latency"] = {"backend": latency.backend, "threads": latency.threads, "target": latency.target}
     return replace(row.policy, metrics=dict(row.metrics), provenance=provenance)
 
 
-def write_onnx(policy: Policy, workload: Workload, path: str | os.PathLike) -> Path:
-    """The QDQ ONNX model of ``policy`` on ``workload``'s model, calibrated on its data."""
+def write_onnx(policy: Policy, workload: Workload, path: str | os.PathLike, target: str | None = None) -> Path:
+    """The QDQ ONNX model of ``policy`` on ``workload``'s model, calibrated on its data, for
+    ``target`` (default: the export target its latency was measured with, else ``portable``)."""
+    target = target or (policy.provenance.get("latency") or {}).get("target", "portable")
     model = workload.build_model().eval()
-    return export_onnx(apply_policy(model, policy, workload.calib_data), workload.example_input, path)
+    return export_onnx(apply_policy(model, policy, workload.calib_data), workload.example_input, path, target=target)

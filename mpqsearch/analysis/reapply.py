@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..policy import Policy
 from ..trials.evaluate import Evaluator
+from ..trials.latency import backend_options
 from ..trials.workload import Workload
 
 RELATIVE_NOISE = 1e-4
@@ -46,7 +47,8 @@ def reapply(policy: Policy, workload: Workload, latency: str | None = None, thre
     policy's provenance unless given) and check every recorded metric."""
     recorded_latency = policy.provenance.get("latency") or {}
     backend = latency or recorded_latency.get("backend", "onnxruntime")
-    options = {} if backend == "none" else {"threads": threads or recorded_latency.get("threads", 1)}
+    options = backend_options(backend, threads or recorded_latency.get("threads", 1),
+                              recorded_latency.get("target", "portable"))
     evaluator = Evaluator(workload, latency=backend, latency_options=options)
     measured = evaluator.evaluate(policy).flat_metrics()
     return [MetricCheck(name, value, measured.get(name)) for name, value in policy.metrics.items()]

@@ -25,7 +25,7 @@ Example (every key but ``workload`` is optional)::
       seed: [{name: gamma, args: {}}]
       prune: []
     budget: {max_trials: 40, max_duration: 2h, concurrency: 1}
-    latency: {backend: lut, threads: 1}
+    latency: {backend: lut, threads: 1, target: portable}  # target vnni: 8-bit weights for VNNI CPUs
     storage: null                        # optuna storage URL; default sqlite under the experiment dir
     port: 8080
     host: 127.0.0.1                      # where the NNI web UI listens
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..quant.spec import CLIPPINGS, GRANULARITIES, SCALE_KINDS, check_bits
+from ..quant.spec import CLIPPINGS, EXPORT_TARGETS, GRANULARITIES, SCALE_KINDS, check_bits
 from ..yamlio import read_yaml
 
 DRIVERS = ("nni", "optuna")
@@ -124,6 +124,7 @@ class Budget:
 class LatencyConfig:
     backend: str = "onnxruntime"
     threads: int = 1
+    target: str = "portable"
 
 
 @dataclass
@@ -312,11 +313,13 @@ def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
         except ValueError as err:
             raise r.fail("budget.max_duration", str(err)) from None
         config.budget.max_duration = str(budget["max_duration"])
-    latency = r.mapping("latency", data.get("latency"), ("backend", "threads"))
+    latency = r.mapping("latency", data.get("latency"), ("backend", "threads", "target"))
     if "backend" in latency:
         config.latency.backend = r.typed("latency.backend", latency["backend"], str, "a backend name")
     if "threads" in latency:
         config.latency.threads = r.positive_int("latency.threads", latency["threads"])
+    if "target" in latency:
+        config.latency.target = r.choice("latency.target", latency["target"], EXPORT_TARGETS)
     if data.get("storage") is not None:
         config.storage = r.typed("storage", data["storage"], str, "a storage URL or file")
     if "port" in data:

@@ -19,6 +19,7 @@ from ..search_spaces import SearchSpace
 from ..strategies import Strategy, StrategyContext, get_strategy
 from ..trials.evaluate import Evaluator, TrialResult
 from ..trials.isolation import TrialLock
+from ..trials.latency import backend_options
 from ..trials.workload import Workload, get_workload
 from .config import ConfigError, ExperimentConfig
 from .objectives import ObjectiveSet
@@ -99,7 +100,7 @@ def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = 
         workload = get_workload(config.workload)
     except ValueError as err:
         raise ConfigError(f"{config.source}: workload: {err}") from None
-    latency_options = {} if config.latency.backend == "none" else {"threads": config.latency.threads}
+    latency_options = backend_options(config.latency.backend, config.latency.threads, config.latency.target)
     lock = TrialLock(Path(cache_dir) / "trials.lock") if cache_dir is not None and config.budget.concurrency > 1 else None
     try:
         evaluator = Evaluator(workload, latency=config.latency.backend, latency_options=latency_options,

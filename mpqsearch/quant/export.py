@@ -3,8 +3,8 @@
 What the file holds, per the numerics of :mod:`.functional`:
 
 - a quantized weight is an integer initializer (see :func:`weight_container`: int8 up to 7 bits,
-  uint8 at 8, int16 up to 16) holding the fake-quant model's own integer levels, read back from
-  its output (``round(fq(w) / s)`` is exact, so the levels are those of torch's kernel even where
+  uint8 at 8, or int8 for ``target="vnni"``, int16 up to 16) holding the fake-quant model's own
+  integer levels, read back from its output (``round(fq(w) / s)`` is exact, so the levels are those of torch's kernel even where
   ``round(w / s)`` would tie differently), followed by ``DequantizeLinear`` with the same scales
   (per channel on ``WeightFakeQuant.axis``);
 - a quantized activation (a layer's, a model input's, an add's or concat's, see :mod:`.graph`)
@@ -72,7 +72,7 @@ from torch.nn.utils import parametrize
 
 from .functional import bias_grid, fake_quantize, quant_range
 from .modules import ActFakeQuant, BiasFakeQuant, SameGridQuant, WeightFakeQuant
-from .spec import FLOAT_BITS
+from .spec import EXPORT_TARGETS, FLOAT_BITS
 
 DEFAULT_OPSET = 21
 MIN_OPSET = 13
@@ -98,21 +98,32 @@ def container(bits: int, signed: bool) -> tuple[torch.dtype, int]:
     return torch.int16, (0 if signed or bits < 16 else -(2**15))
 
 
-def weight_container(bits: int) -> tuple[torch.dtype, int]:
+def check_target(target: str) -> None:
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"unknown export target {target!r}; choose one of {', '.join(EXPORT_TARGETS)}")
+
+
+def weight_container(bits: int, target: str = "portable") -> tuple[torch.dtype, int]:
     """The integer type holding ``bits``-bit signed weight levels, and its zero point.
 
-    int8 up to 7 bits; uint8 with zero point 128 at 8 bits (the int8 levels shifted: the same
-    numbers); int16 up to 16. The 8-bit case is uint8 because ONNX Runtime on x86 CPUs without
-    VNNI (AVX2, such as AMD EPYC before Zen 4) runs an int8 weight against a uint8 activation
-    with ``VPMADDUBSW``, which adds two products in a saturating int16: ``255 * 127 * 2``
-    overflows it and outputs move by dozens of levels (measured: sr-espcn-x2 W8A8 off by 0.15 in
-    [0, 1] pixels). uint8 weights take the u8u8 kernels, which widen to 16 bits first and never
-    saturate; below 8 bits ``255 * 64 * 2 = 32640`` fits, so int8 weights keep the faster u8s8
-    kernels exactly. The file so computes the policy's numbers on every x86 CPU, VNNI or not; the
-    price is the u8u8 kernels' speed for 8-bit weights (on an AVX2 EPYC at 1 thread, sr-espcn-x2
-    W8A8 0.99x FP32 against 1.08x in u8s8; ``benchmarks/onnx_latency.py``).
+    int8 up to 7 bits, int16 up to 16. At 8 bits it depends on ``target``:
+
+    - ``portable`` (default): uint8 with zero point 128 (the int8 levels shifted: the same
+      numbers). ONNX Runtime on x86 CPUs without VNNI (AVX2 only, such as AMD EPYC before Zen 4)
+      runs an int8 weight against a uint8 activation with ``VPMADDUBSW``, which adds two
+      products in a saturating int16: ``255 * 127 * 2`` overflows it and outputs move by dozens
+      of levels (measured: sr-espcn-x2 W8A8 off by 0.15 in [0, 1] pixels). uint8 weights take
+      the u8u8 kernels, which widen to 16 bits first and never saturate; below 8 bits
+      ``255 * 64 * 2 = 32640`` fits, so int8 weights keep the faster u8s8 kernels exactly. The
+      file computes the policy's numbers on every x86 CPU; the price is the u8u8 kernels' speed
+      (``benchmarks/onnx_latency.py``: on one EPYC at 1 thread, sr-srresnet-x2 W8A8 ran at
+      0.79x FP32 in u8u8, W7A8 at 1.05x in u8s8).
+    - ``vnni``: int8, as ONNX Runtime's own quantizer writes them, for CPUs whose u8s8 kernels
+      accumulate in int32 (x86 with AVX512-VNNI or AVX-VNNI): faster there, wrong on AVX2-only
+      x86 CPUs.
     """
-    if bits <= 7:
+    check_target(target)
+    if bits <= 7 or (bits == 8 and target == "vnni"):
         return torch.int8, 0
     if bits == 8:
         return torch.uint8, 128
@@ -225,16 +236,16 @@ class DequantizedWeight(nn.Module):
         return Dequantize.apply(self.levels, self.scale, self.axis, self.zero_point)
 
 
-def dequantized_weight(weight: torch.Tensor, quantizer: WeightFakeQuant) -> DequantizedWeight:
+def dequantized_weight(weight: torch.Tensor, quantizer: WeightFakeQuant, target: str = "portable") -> DequantizedWeight:
     """The export form of ``quantizer``, whose output is ``weight``: its levels are read back
-    from that output, in :func:`weight_container`'s type."""
+    from that output, in :func:`weight_container`'s type for ``target``."""
     axis = quantizer.axis if quantizer.per_channel else None
     scale = quantizer.scale.detach().to(torch.float32)
     scale = scale.reshape(-1) if axis is not None else scale.reshape(())
     levels = torch.round(weight.detach() / _broadcast(scale, weight.dim(), axis))
     if levels.abs().max() > quant_range(quantizer.bits, True)[1]:
         raise ValueError(f"weight levels exceed the {quantizer.bits}-bit range")
-    dtype, zero = weight_container(quantizer.bits)
+    dtype, zero = weight_container(quantizer.bits, target)
     if not zero:
         return DequantizedWeight(levels.to(dtype), scale, axis)
     return DequantizedWeight((levels + zero).to(dtype), scale, axis, torch.full_like(scale, zero, dtype=dtype))
@@ -249,8 +260,9 @@ def dequantized_bias(bias: torch.Tensor, quantizer: BiasFakeQuant) -> Dequantize
     return DequantizedWeight(torch.round(bias.detach() / scale).to(torch.int32), scale, axis)
 
 
-def deployable_copy(qmodel: nn.Module) -> nn.Module:
-    """A copy of ``qmodel`` in eval mode whose fake quantizers are replaced by the export modules.
+def deployable_copy(qmodel: nn.Module, target: str = "portable") -> nn.Module:
+    """A copy of ``qmodel`` in eval mode whose fake quantizers are replaced by the export modules
+    (weights in :func:`weight_container`'s types for ``target``).
 
     It computes exactly what ``qmodel`` computes (in eval mode); ``qmodel`` is not modified.
     """
@@ -284,7 +296,7 @@ def deployable_copy(qmodel: nn.Module) -> nn.Module:
                     raise ValueError(f"layer {name!r}: the {tensor} quantizer must be its last parametrization")
                 with torch.no_grad():
                     value = getattr(layer, tensor)
-                    chain[index] = dequantized_weight(value, quantizer) if tensor == "weight" else \
+                    chain[index] = dequantized_weight(value, quantizer, target) if tensor == "weight" else \
                         dequantized_bias(value, quantizer)
     return model
 
@@ -301,6 +313,7 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
+    target: str = "portable",
 ) -> Path:
     """Write ``qmodel`` (from :func:`~mpqsearch.quant.quantize_model` or
     :func:`~mpqsearch.apply_policy`) as a QDQ ONNX model and return the path.
@@ -308,16 +321,20 @@ def export_onnx(
     ``example_input`` is one tensor or a sequence of tensors (the model's positional inputs),
     named ``input`` (or ``input0``, ``input1``, ...); outputs are named ``output`` (or
     ``output0``, ...). ``dynamic_batch`` makes dimension 0 of every input and output symbolic.
-    ``opset`` must be 13 or more, and 21 or more when a tensor has 9 to 16 bits. Run the file
-    in ONNX Runtime through :func:`onnxruntime_session` (see :data:`ORT_DISABLED_OPTIMIZERS`).
+    ``opset`` must be 13 or more, and 21 or more when a tensor has 9 to 16 bits. ``target``
+    (``portable`` or ``vnni``) says how 8-bit weights are stored (:func:`weight_container`):
+    ``vnni`` files run faster on CPUs with VNNI and give wrong outputs on AVX2-only x86 CPUs.
+    Run the file in ONNX Runtime through :func:`onnxruntime_session` (see
+    :data:`ORT_DISABLED_OPTIMIZERS`).
     """
+    check_target(target)
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset}: per-channel DequantizeLinear needs opset {MIN_OPSET} or newer")
     wide = [b for b in _bit_widths(qmodel) if b > 8]
     if wide and opset < INT16_OPSET:
         raise ValueError(f"opset {opset}: {max(wide)}-bit tensors need int16 QuantizeLinear/DequantizeLinear, "
                          f"which came with opset {INT16_OPSET}")
-    return write_onnx(deployable_copy(qmodel), example_input, path, opset=opset, dynamic_batch=dynamic_batch)
+    return write_onnx(deployable_copy(qmodel, target), example_input, path, opset=opset, dynamic_batch=dynamic_batch)
 
 
 def write_onnx(

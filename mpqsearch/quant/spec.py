@@ -21,6 +21,8 @@ SCALE_KINDS = ("product", "shift")
 """Seed 004, Table 1: ``product`` is any float scale, ``shift`` a power of two (``s = 2^-fl``)."""
 GRANULARITIES = ("per_channel", "per_tensor")
 CLIPPINGS = ("max", "mse", "percentile")
+EXPORT_TARGETS = ("portable", "vnni")
+"""The CPUs an ONNX export is written for (:func:`mpqsearch.quant.export.weight_container`)."""
 
 
 def check_bits(bits: Any) -> int:

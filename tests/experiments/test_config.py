@@ -64,6 +64,7 @@ BAD = [
     (_with("budget.max_trials", True), "budget.max_trials: must be a positive integer, got True"),
     (_with("budget.max_duration", "soon"), "budget.max_duration: expected a duration"),
     (_with("port", 70000), "port: must be at most 65535"),
+    (_with("latency.target", "arm"), "latency.target: must be one of portable, vnni, got 'arm'"),
     (_with("strategies.seed", "uniform"), "strategies.seed: must be a list"),
     ("workload: [unclosed", r"not valid YAML at line 1"),
     ("- a\n- b\n", "an experiment file must be a YAML mapping"),

@@ -137,12 +137,24 @@ def test_bits_below_the_container_are_clipped_exactly(tmp_path):
     assert ops.count("Clip") == 1 and ops.count("QuantizeLinear") == 2
 
 
-@pytest.mark.parametrize("weight_bits", [7, 8])
-def test_full_range_8bit_products_do_not_saturate(weight_bits, tmp_path):
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = set(next((line for line in info if line.startswith("flags")), "").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+@pytest.mark.parametrize("weight_bits,target", [
+    (7, "portable"), (8, "portable"),
+    pytest.param(8, "vnni", marks=pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no VNNI")),
+])
+def test_full_range_8bit_products_do_not_saturate(weight_bits, target, tmp_path):
     """Activations near 255 levels times weights near the largest level: two such products
     overflow the int16 that ONNX Runtime's u8s8 kernels add them in on x86 CPUs without VNNI.
     The exported layer still computes the fake-quant model's numbers (to one output level),
-    on any CPU."""
+    on any CPU; the ``vnni`` target's int8 8-bit weights do so on CPUs with VNNI."""
     generator = torch.Generator().manual_seed(0)
     layer = nn.Conv2d(16, 4, 3, padding=1)
     with torch.no_grad():
@@ -151,7 +163,9 @@ def test_full_range_8bit_products_do_not_saturate(weight_bits, tmp_path):
     model = nn.Sequential(layer).eval()
     x = 0.9 + 0.1 * torch.rand(4, 16, 8, 8, generator=generator)
     qmodel = quantize_model(model, {"0": LayerQuantConfig(weight_bits, 8)}, [x])
-    path = export_onnx(qmodel, x[:1], tmp_path / "conv.onnx", dynamic_batch=True)
+    path = export_onnx(qmodel, x[:1], tmp_path / "conv.onnx", dynamic_batch=True, target=target)
+    levels = torch.from_numpy(_onnx_parts(path)[1]["0.parametrizations.weight.0.levels"].copy())
+    assert levels.dtype == weight_container(weight_bits, target)[0]
     assert _optimized_ops(path, tmp_path).count("QLinearConv") == 1
     with torch.no_grad():
         expected = qmodel(x).numpy()
@@ -256,6 +270,8 @@ def test_export_is_quiet_and_checks_the_opset(example_model, calib_data, tmp_pat
     wide = quantize_model(example_model, POLICIES["W16A16"], calib_data)
     with pytest.raises(ValueError, match="16-bit tensors need int16"):
         export_onnx(wide, calib_data[0][:1], tmp_path / "c.onnx", opset=20)
+    with pytest.raises(ValueError, match="unknown export target 'arm'; choose one of portable, vnni"):
+        export_onnx(qmodel, calib_data[0][:1], tmp_path / "d.onnx", target="arm")
 
 
 def test_refuses_a_model_still_calibrating(example_model, tmp_path):

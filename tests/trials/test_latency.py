@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpqsearch import Policy, SearchSpace, apply_policy
-from mpqsearch.trials.latency import (LatencyRequest, LatencyResult, LookupTableBackend, Timing,
+from mpqsearch.trials.latency import (LatencyRequest, LatencyResult, LookupTableBackend, Timing, backend_options,
                                       compare_with_end_to_end, get_latency_backend, latency_backend_names, lut)
 from mpqsearch.trials.latency.lut import execution_kind, plan_layers, write_json_atomic
 
@@ -89,6 +89,18 @@ def test_execution_kinds():
     assert execution_kind(7, 8, 8) == execution_kind(2, 4, 6) == "u8s8"
     assert execution_kind(8, 16, 8) == execution_kind(16, 12, 9) == "int16"
     assert execution_kind(32, 8, 8) == execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == "float"
+    assert execution_kind(8, 8, 8, "vnni") == execution_kind(7, 8, 8, "vnni") == "u8s8"  # int8 8-bit weights
+
+
+def test_backends_take_the_export_target_or_refuse_it():
+    assert backend_options("none", 2, "vnni") == {}
+    assert backend_options("lut", 2) == {"threads": 2}
+    assert get_latency_backend("onnxruntime", **backend_options("onnxruntime", 1, "vnni")).target == "vnni"
+    assert get_latency_backend("lut", **backend_options("lut", 1, "vnni")).target == "vnni"
+    with pytest.raises(ValueError, match="'torch' does not take the options \\['target', 'threads'\\]"):
+        get_latency_backend("torch", **backend_options("torch", 1, "vnni"))
+    with pytest.raises(ValueError, match="unknown export target 'arm'"):
+        get_latency_backend("onnxruntime", target="arm")
 
 
 def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):

@@ -10,14 +10,14 @@ Example::
 """
 
 from . import lut, none, ort, torch_eager  # noqa: F401 - each registers its backend
-from .base import (LatencyBackend, LatencyRequest, LatencyResult, TimedBackend, Timing, get_latency_backend,
-                   latency_backend_names, register_latency_backend, time_calls)
+from .base import (LatencyBackend, LatencyRequest, LatencyResult, TimedBackend, Timing, backend_options,
+                   get_latency_backend, latency_backend_names, register_latency_backend, time_calls)
 from .lut import LookupTableBackend, compare_with_end_to_end
 from .ort import OnnxRuntimeBackend
 from .torch_eager import TorchBackend
 
 __all__ = [
     "LatencyBackend", "LatencyRequest", "LatencyResult", "LookupTableBackend", "OnnxRuntimeBackend",
-    "TimedBackend", "Timing", "TorchBackend", "compare_with_end_to_end", "get_latency_backend",
+    "TimedBackend", "Timing", "TorchBackend", "backend_options", "compare_with_end_to_end", "get_latency_backend",
     "latency_backend_names", "register_latency_backend", "time_calls",
 ]

@@ -109,6 +109,15 @@ def latency_backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def backend_options(name: str, threads: int, target: str = "portable") -> dict[str, Any]:
+    """The options to build backend ``name`` with for a trial: none for ``none``; ``threads``;
+    ``target`` (the ONNX export's, see :func:`mpqsearch.quant.export.weight_container`) when it
+    is not the default, so that a backend without exports refuses it."""
+    if name == "none":
+        return {}
+    return {"threads": threads} if target == "portable" else {"threads": threads, "target": target}
+
+
 def get_latency_backend(name: str, **options: Any) -> LatencyBackend:
     """The backend called ``name``, built with ``options`` (for example ``threads=1``)."""
     if name not in _REGISTRY:

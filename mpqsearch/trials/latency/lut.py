@@ -10,7 +10,8 @@ Runtime picks, and that depends on three bit widths, not on the exact number of 
   (the policy's ``input_bits``) or an add or concat output (its tied group's bits), each directly
   or through grid-preserving ops (:mod:`mpqsearch.quant.graph`); anything else (a mean,
   ``0.2 * y``) is float. Weights of 2..7 bits are int8 and run the u8s8 kernels, 8-bit weights
-  are uint8 and run the u8u8 kernels (:func:`mpqsearch.quant.export.weight_container` says why);
+  are uint8 and run the u8u8 kernels, or int8 and u8s8 for the ``vnni`` export target
+  (:func:`mpqsearch.quant.export.weight_container` says why);
   narrower activation levels only cost a ``DQ -> Clip -> Q``, which this table does not see;
 - ``int16``: none of the three is 32 bits but one is wider than 8: a float kernel between
   int16 Q/DQ (ONNX Runtime has no int16 convolution on the CPU);
@@ -59,7 +60,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ...policy import Policy
-from ...quant.export import Dequantize, Quantize, container, export_onnx, dequantized_weight, write_onnx
+from ...quant.export import Dequantize, Quantize, check_target, container, dequantized_weight, export_onnx, write_onnx
 from ...quant.graph import MODEL_INPUT, ActivationSite, quantizable_layers
 from ...quant.modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis
 from ...quant.spec import FLOAT_BITS, LayerQuantConfig
@@ -75,14 +76,15 @@ TABLE_VERSION = 2
 """2: 8-bit weights are measured apart from narrower ones (``u8u8``, ``u8s8``)."""
 
 
-def execution_kind(weight_bits: int, input_bits: int, output_bits: int) -> str:
-    """One of :data:`KINDS`: how ONNX Runtime runs a layer (module docstring)."""
+def execution_kind(weight_bits: int, input_bits: int, output_bits: int, target: str = "portable") -> str:
+    """One of :data:`KINDS`: how ONNX Runtime runs a layer of a file exported for ``target``
+    (module docstring)."""
     bits = (weight_bits, input_bits, output_bits)
     if FLOAT_BITS in bits:
         return "float"
     if max(bits) > 8:
         return "int16"
-    return "u8u8" if weight_bits == 8 else "u8s8"
+    return "u8u8" if weight_bits == 8 and target == "portable" else "u8s8"
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,13 @@ class LayerPlan:
     fuses: bool = True
     """Whether an int8 kernel can write the layer's quantized output (module docstring)."""
 
-    def kind(self, policy: Policy) -> str:
+    def kind(self, policy: Policy, target: str = "portable") -> str:
         config = policy.layers[self.name]
         if self.source is None:
             input_bits = FLOAT_BITS
         else:
             input_bits = policy.input_bits if self.source == MODEL_INPUT else policy.layers[self.source].act_bits
-        kind = execution_kind(config.weight_bits, input_bits, config.act_bits)
+        kind = execution_kind(config.weight_bits, input_bits, config.act_bits, target)
         return "float" if kind in ("u8s8", "u8u8") and not self.fuses else kind
 
 
@@ -230,13 +232,16 @@ class _Model:
 @register_latency_backend
 class LookupTableBackend(TimedBackend):
     """Sums measured per-layer latencies (see the module docstring); ``threads``, ``repeats`` and
-    ``warmup`` apply to the measurements behind the table, ``cache_dir`` says where it is kept."""
+    ``warmup`` apply to the measurements behind the table, ``cache_dir`` says where it is kept,
+    ``target`` which export it estimates (``portable`` or ``vnni``; one table serves both)."""
 
     name = "lut"
 
     def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, target: str = "portable") -> None:
         super().__init__(threads=threads, repeats=repeats, warmup=warmup)
+        check_target(target)
+        self.target = target
         self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         self._models: dict[int, _Model] = {}
         self._tables: dict[Path, dict[str, Any]] = {}
@@ -302,7 +307,7 @@ class LookupTableBackend(TimedBackend):
         constant, and the per-layer IQRs added up (as if the layers' run-to-run variations moved
         together). Measures whatever entries the table still lacks."""
         seen = self._model(model, example_input)
-        kinds = {name: plan.kind(policy) for name, plan in seen.plans.items()}
+        kinds = {name: plan.kind(policy, self.target) for name, plan in seen.plans.items()}
         wanted = set(kinds.items()) | {(name, "float") for name in seen.plans}
         table = self._fill(seen, wanted)
         entries = table["layers"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...quant.export import export_onnx, onnxruntime_session
+from ...quant.export import check_target, export_onnx, onnxruntime_session
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend, time_calls
 
 
@@ -34,10 +34,16 @@ def time_onnx(path: str | os.PathLike, example_input: Any, *, threads: int, warm
 
 @register_latency_backend
 class OnnxRuntimeBackend(TimedBackend):
-    """Exports the request's fake-quant model (:func:`~mpqsearch.quant.export.export_onnx`) and
-    times it: median and IQR of ``repeats`` runs after ``warmup``, ``threads`` intra-op threads."""
+    """Exports the request's fake-quant model (:func:`~mpqsearch.quant.export.export_onnx`, for
+    ``target``: ``portable`` or ``vnni``) and times it: median and IQR of ``repeats`` runs after
+    ``warmup``, ``threads`` intra-op threads."""
 
     name = "onnxruntime"
+
+    def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10, target: str = "portable") -> None:
+        super().__init__(threads=threads, repeats=repeats, warmup=warmup)
+        check_target(target)
+        self.target = target
 
     def measure(self, request: LatencyRequest) -> LatencyResult:
         if request.qmodel is None:
@@ -47,5 +53,5 @@ class OnnxRuntimeBackend(TimedBackend):
     def time_model(self, model: torch.nn.Module, example_input: Any) -> Timing:
         """Export ``model`` (fake-quant or float) to a temporary file and time it."""
         with tempfile.TemporaryDirectory(prefix="mpqsearch-latency-") as tmp:
-            path = export_onnx(model, example_input, Path(tmp) / "model.onnx")
+            path = export_onnx(model, example_input, Path(tmp) / "model.onnx", target=self.target)
             return time_onnx(path, example_input, threads=self.threads, warmup=self.warmup, repeats=self.repeats)
