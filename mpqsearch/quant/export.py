@@ -4,9 +4,9 @@ What the file holds, per the numerics of :mod:`.functional`:
 
 - a quantized weight is an integer initializer (see :func:`weight_container`: int8 up to 7 bits,
   uint8 at 8, or int8 for ``target="vnni"``, int16 up to 16) holding the fake-quant model's own
-  integer levels, read back from its output (``round(fq(w) / s)`` is exact, so the levels are those of torch's kernel even where
-  ``round(w / s)`` would tie differently), followed by ``DequantizeLinear`` with the same scales
-  (per channel on ``WeightFakeQuant.axis``);
+  integer levels, read back from its output (``round(fq(w) / s)`` is exact, so the levels are
+  those of torch's kernel even where ``round(w / s)`` would tie differently), followed by
+  ``DequantizeLinear`` with the same scales (per channel on ``WeightFakeQuant.axis``);
 - a quantized activation (a layer's, a model input's, an add's or concat's, see :mod:`.graph`)
   is ``QuantizeLinear -> DequantizeLinear`` with its scale, in uint8 up to 8 bits (zero point 0,
   or 128 for signed levels: see :func:`container`) and int16 up to 16 (opset 21, zero point 0,
