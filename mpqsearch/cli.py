@@ -135,8 +135,11 @@ def _print_result(result: TrialResult, workload: Workload) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     workload = _workload(args.workload)
-    evaluator = Evaluator(workload, latency=args.latency,
-                          latency_options=backend_options(args.latency, args.threads, args.target))
+    try:
+        evaluator = Evaluator(workload, latency=args.latency,
+                              latency_options=backend_options(args.latency, args.threads, args.target))
+    except ValueError as err:  # a latency option the backend does not take
+        raise CliError(str(err)) from None
     result = evaluator.evaluate(_policy_for(args, evaluator.space))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

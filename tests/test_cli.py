@@ -30,6 +30,8 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert "reuses another's weights" in capsys.readouterr().err
     assert main(["train", "cls-digits", "--steps", "0"]) == 2
     assert "steps must be at least 1" in capsys.readouterr().err
+    assert main(["evaluate", "example", "--uniform", "8/8", "--latency", "torch", "--target", "vnni"]) == 2
+    assert "'torch' does not take the options ['target', 'threads']" in capsys.readouterr().err
 
 
 def test_refine_writes_a_refined_policy_that_apply_reproduces(tmp_path, capsys):
