@@ -1,14 +1,23 @@
 """Pick rules on hand-made trials; export then apply on a real experiment through the CLI."""
 
+import dataclasses
+
+import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import yaml
+from onnx import numpy_helper
 
+from mpqsearch import Policy
+from mpqsearch.analysis.export import write_onnx
 from mpqsearch.analysis.pick import PickError, parse_conditions, pick
 from mpqsearch.analysis.results import Results, TrialRow, metric_directions
 from mpqsearch.cli import main
 from mpqsearch.experiments.config import Objective
 from mpqsearch.policy import load_policy
+from mpqsearch.trials.evaluate import Evaluator
+from mpqsearch.trials.workload import get_workload
 
 OBJECTIVES = [Objective("top1", "maximize"), Objective("size_ratio", "minimize")]
 
@@ -62,6 +71,7 @@ def test_export_then_apply_reproduces_the_recorded_metrics(optuna_run, tmp_path,
     assert policy.provenance["experiment"] == experiment_id and policy.provenance["driver"] == "optuna"
     assert policy.provenance["strategy"] in ("uniform", "sampler") and policy.provenance["workload"] == "example"
     assert {"top1", "size_ratio", "bops"} <= set(policy.metrics) and policy.metrics["top1_drop"] <= 0.5
+    assert policy.provenance["latency"] == {"backend": "none", "threads": 1, "target": "portable"}
     assert onnxruntime.InferenceSession(str(onnx_path)).get_inputs()
     capsys.readouterr()
     assert main(["apply", str(policy_path)]) == 0
@@ -84,3 +94,15 @@ def test_export_of_a_rule_matching_nothing_is_a_one_line_cli_error(optuna_run, t
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("mpqsearch: error: rule 'min:size_ratio where top1_drop<0' matches nothing")
     assert err.count("\n") == 1 and not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("recorded,given,dtype", [
+    ("portable", None, np.uint8), ("vnni", None, np.int8), ("vnni", "portable", np.uint8)])
+def test_onnx_export_follows_the_target_the_latency_was_measured_for(recorded, given, dtype, tmp_path):
+    workload = get_workload("example")
+    policy = Policy.uniform(Evaluator(workload, latency="none").space, 8, 8)
+    policy = dataclasses.replace(policy, provenance={"latency": {"backend": "onnxruntime", "threads": 1,
+                                                                 "target": recorded}})
+    path = write_onnx(policy, workload, tmp_path / "model.onnx", given)
+    tensors = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    assert tensors["head.parametrizations.weight.0.levels"].dtype == dtype
