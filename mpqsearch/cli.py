@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .experiments.config import ConfigError
+from .experiments.config import ConfigError, ExperimentConfig
 from .policy import Policy, PolicyError, load_policy
 from .quant.spec import EXPORT_TARGETS, check_bits
 from .search_spaces import SearchSpace
@@ -142,7 +143,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise CliError(str(err)) from None
     result = evaluator.evaluate(_policy_for(args, evaluator.space))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), "directions": workload.directions, "baselines": workload.baselines},
+                         indent=2))
     else:
         _print_result(result, workload)
 
@@ -293,7 +295,20 @@ def cmd_launch(args: argparse.Namespace) -> None:
     config = launcher.apply_overrides(load_config(args.file), driver=args.driver, max_trials=args.max_trials,
                                       storage=args.storage, port=args.port, directory=args.directory)
     experiment_id = launcher.launch(config)
-    print(f"experiment {experiment_id} finished; see `mpqsearch resume {experiment_id}` to continue it")
+    print(next_steps(experiment_id, config.directory, args.directory))
+
+
+def next_steps(experiment_id: str, directory: str, flag: str | None) -> str:
+    """What to run once a search has ended: report, export and resume, with the ``--directory``
+    the user gave (or the file's, when it is not the default)."""
+    default = ExperimentConfig(workload="").directory
+    where = f" --directory {shlex.quote(flag or directory)}" if (flag or directory) != default else ""
+    return "\n".join([
+        f"experiment {experiment_id} finished; next:",
+        f"  mpqsearch report {experiment_id}{where} -o report.html              # fronts, bits, hypervolume",
+        f"  mpqsearch export {experiment_id}{where} --pick knee -o policy.yaml  # the front's balanced policy",
+        f"  mpqsearch resume {experiment_id}{where}                             # continue it if it was cut short",
+    ])
 
 
 def cmd_resume(args: argparse.Namespace) -> None:

@@ -80,3 +80,16 @@ def test_seed_writes_policies_that_match_its_table(tmp_path, capsys):
     assert "--arg 'bits': expected KEY=VALUE" in capsys.readouterr().err
     assert main(["seed", "example", "--strategy", "uniform", "--arg", "bits=[[8]]"]) == 2
     assert "bits must be [weight_bits, act_bits] pairs" in capsys.readouterr().err
+
+
+def test_evaluate_json_carries_everything_the_table_shows(capsys):
+    args = ["evaluate", "sr-espcn-x2", "--uniform", "8/8", "--latency", "none"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert main(args + ["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for name, value in report["metrics"].items():
+        row = next(line.split() for line in table.splitlines() if line.startswith(name + " "))
+        assert row[1:] == [f"{value:.4f}", f"{report['reference'][name]:.4f}", f"{report['drops'][name]:+.4f}",
+                           report["directions"][name], f"{report['baselines'][name]:.4f}"]  # bicubic's
+    assert f"size     {report['size_bytes']} bytes" in table and set(report["timings"]) <= set(table.split())

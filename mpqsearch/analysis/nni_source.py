@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.config import ExperimentConfig
+from ..experiments.objectives import feasible, metric_directions
 from ..experiments.trial_records import read_trial_records
-from .results import Results, TrialRow, metric_directions
+from .results import Results, TrialRow
 
 _STATES = {"SUCCEEDED": "complete", "FAILED": "failed", "RUNNING": "running", "WAITING": "waiting",
            "UNKNOWN": "waiting", "EARLY_STOPPED": "pruned", "USER_CANCELED": "cancelled", "SYS_CANCELED": "cancelled"}
@@ -57,7 +58,7 @@ def load_run(run_dir: Path, experiment_id: str, config: ExperimentConfig) -> Res
             params=record.get("params") or info.get("params") or {}, metrics=record.get("metrics", {}),
             strategy=record.get("strategy"), start=start,
             duration=end - start if start is not None and end is not None else None,
-            fail_reason=record.get("fail_reason"), feasible=all(v <= 0 for v in record.get("violations", [])),
+            fail_reason=record.get("fail_reason"), feasible=feasible(record.get("violations")),
         ))
     rows.sort(key=lambda row: row.number)
     metrics = {m for row in rows for m in row.metrics}

@@ -8,8 +8,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..experiments.config import ConfigError, ExperimentConfig, Objective
+from ..experiments.objectives import feasible, metric_directions
 from ..experiments.optuna_driver import open_storage, storage_url
-from .results import Results, TrialRow, metric_directions
+from .results import Results, TrialRow
 
 _STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
            TrialState.WAITING: "waiting", TrialState.PRUNED: "pruned"}
@@ -23,7 +24,7 @@ def _row(trial: FrozenTrial) -> TrialRow:
         start=start.timestamp() if start else None,
         duration=(end - start).total_seconds() if start and end else None,
         fail_reason=trial.user_attrs.get("fail_reason"),
-        feasible=all(c <= 0 for c in (trial.constraints or [])),
+        feasible=feasible(trial.constraints),
     )
 
 

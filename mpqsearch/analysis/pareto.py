@@ -18,30 +18,16 @@ from collections.abc import Sequence
 import moocore
 import numpy as np
 
+from ..experiments.objectives import check_directions, pareto_mask
 from .results import Results, TrialRow
 
 ObjectiveSpec = Sequence[tuple[str, str]]
 """``[(metric, "maximize" | "minimize"), ...]``: two or three objectives."""
 
 
-def _maximise(directions: Sequence[str]) -> list[bool]:
-    for d in directions:
-        if d not in ("maximize", "minimize"):
-            raise ValueError(f"direction must be maximize or minimize, got {d!r}")
-    return [d == "maximize" for d in directions]
-
-
 def points(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> np.ndarray:
     """The objective values of ``rows`` as an ``(n, k)`` array."""
     return np.array([[row.metrics[m] for m, _ in objectives] for row in rows], dtype=float).reshape(len(rows), len(objectives))
-
-
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """True for the points no other point dominates (duplicates of a front point all stay)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return np.zeros(0, dtype=bool)
-    return moocore.is_nondominated(values, maximise=_maximise(directions), keep_weakly=True)
 
 
 def objectives_of(results: Results, names: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -70,7 +56,7 @@ def hypervolume(values: np.ndarray, reference: Sequence[float], directions: Sequ
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return 0.0
-    return float(moocore.hypervolume(values, ref=np.asarray(reference, dtype=float), maximise=_maximise(directions)))
+    return float(moocore.hypervolume(values, ref=np.asarray(reference, dtype=float), maximise=check_directions(directions)))
 
 
 def nadir(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> list[float]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..experiments.config import TRIAL_METRICS, ConfigError, ExperimentConfig, Objective, load_config
+from ..experiments.config import ConfigError, ExperimentConfig, load_config
+from ..experiments.objectives import Objective, metric_directions
 from ..policy import Policy
 from ..search_spaces import SearchSpace
 
@@ -82,18 +83,6 @@ class Results:
             raise ValueError(f"unknown metric {metric!r} in experiment {self.experiment} "
                              f"(metrics: {', '.join(known) or 'none recorded'})")
         return self.directions[metric]
-
-
-def metric_directions(objectives: Sequence[Objective], workload_directions: dict[str, str],
-                      metrics: Iterable[str]) -> dict[str, str]:
-    """Directions of every recorded metric: objectives first, then the workload's, then costs and
-    ``*_drop`` to minimize."""
-    directions = {f"{m}_drop": "minimize" for m in workload_directions}
-    directions.update(workload_directions)
-    directions.update({m: "minimize" for m in TRIAL_METRICS})
-    directions.update({m: "minimize" for m in metrics if m.endswith("_drop")})
-    directions.update({o.metric: o.direction for o in objectives})
-    return directions
 
 
 def is_storage(source: str) -> bool:

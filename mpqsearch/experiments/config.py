@@ -46,11 +46,9 @@ from typing import Any
 
 from ..quant.spec import CLIPPINGS, EXPORT_TARGETS, GRANULARITIES, SCALE_KINDS, check_bits
 from ..yamlio import read_yaml
+from .objectives import DIRECTIONS, Constraint, Objective
 
 DRIVERS = ("nni", "optuna")
-DIRECTIONS = ("maximize", "minimize")
-TRIAL_METRICS = ("size_ratio", "size_bytes", "bops", "bops_ratio", "latency_ms")
-"""Metrics every trial reports besides the workload's own (and ``<metric>_drop`` for those)."""
 
 
 class ConfigError(ValueError):
@@ -68,27 +66,6 @@ class SearchSpaceConfig:
     granularity: str = "per_channel"
     weight_clipping: str = "mse"
     act_clipping: str = "max"
-
-
-@dataclass
-class Objective:
-    metric: str
-    direction: str
-
-
-@dataclass
-class Constraint:
-    """``metric <= max`` and/or ``metric >= min``; a trial violating it is infeasible."""
-
-    metric: str
-    max: float | None = None
-    min: float | None = None
-
-    def violation(self, value: float) -> float:
-        """How far ``value`` lies outside the bound (0 when feasible); Optuna's convention."""
-        over = value - self.max if self.max is not None else float("-inf")
-        under = self.min - value if self.min is not None else float("-inf")
-        return max(over, under)
 
 
 @dataclass

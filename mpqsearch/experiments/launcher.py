@@ -15,11 +15,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TextIO
 
+import numpy as np
 import yaml
 
 from .config import ConfigError, ExperimentConfig, load_config
+from .objectives import ObjectiveSet, pareto_mask
 from .setup import build_setup, run_directory
 
 STOP_FILE = "STOP"
@@ -40,25 +43,41 @@ def find_run(experiment_id: str, directory: str | Path | None = None) -> Path:
 
 
 class Progress:
-    """One line per change: trials done, failed, running, and the best value so far."""
+    """One line per change: trials done, failed and running, and what the search holds so far.
 
-    def __init__(self, objective: str, direction: str, max_trials: int, out: TextIO = sys.stdout) -> None:
-        self.objective, self.direction, self.max_trials, self.out = objective, direction, max_trials, out
+    A multi-objective search shows its feasible Pareto front (size, and the range of each
+    objective over it): one best value of the first objective says little there. A
+    single-objective search (NNI's built-in tuners) shows the best feasible first objective.
+    """
+
+    def __init__(self, objectives: ObjectiveSet, max_trials: int, multi_objective: bool,
+                 out: TextIO | None = None) -> None:
+        self.objectives, self.max_trials, self.out = objectives, max_trials, out or sys.stdout
+        self.multi_objective = multi_objective and len(objectives.objectives) > 1
         self.last: tuple | None = None
 
-    def show(self, done: int, failed: int, running: int, best: float | None) -> None:
-        state = (done, failed, running, best)
+    def show(self, done: int, failed: int, running: int, feasible_values: Sequence[Sequence[float]]) -> None:
+        """Print a line if anything changed; ``feasible_values`` holds the objective values of the
+        completed trials that meet every constraint."""
+        state = (done, failed, running, self.summary(feasible_values))
         if state == self.last:
             return
         self.last = state
-        best_text = "-" if best is None else f"{best:.4g}"
         print(f"  trials {done + failed}/{self.max_trials}: {done} done, {failed} failed, {running} running; "
-              f"best {self.objective} {best_text}", file=self.out, flush=True)
+              f"{state[3]}", file=self.out, flush=True)
 
-    def best(self, values: list[float]) -> float | None:
-        if not values:
-            return None
-        return max(values) if self.direction == "maximize" else min(values)
+    def summary(self, feasible_values: Sequence[Sequence[float]]) -> str:
+        names = self.objectives.names
+        if not feasible_values:
+            return "no feasible trial yet"
+        if not self.multi_objective:
+            column = [v[0] for v in feasible_values]
+            best = max(column) if self.objectives.directions[0] == "maximize" else min(column)
+            return f"best {names[0]} {best:.4g}"
+        values = np.asarray(feasible_values, dtype=float)
+        front = values[pareto_mask(values, self.objectives.directions)]
+        ranges = ", ".join(f"{name} {front[:, i].min():.4g}..{front[:, i].max():.4g}" for i, name in enumerate(names))
+        return f"feasible front {len(front)} ({ranges})"
 
 
 def apply_overrides(config: ExperimentConfig, **flags: Any) -> ExperimentConfig:
@@ -84,8 +103,9 @@ def _save_run(run_dir: Path, config: ExperimentConfig, experiment_id: str, **inf
     return config_path
 
 
-def launch(config: ExperimentConfig, out: TextIO = sys.stdout) -> str:
+def launch(config: ExperimentConfig, out: TextIO | None = None) -> str:
     """Run a new experiment until its budget is spent; returns its ID."""
+    out = out or sys.stdout
     experiment_id = new_experiment_id()
     run_dir = run_directory(config, experiment_id)
     if config.driver == "nni":
@@ -100,8 +120,9 @@ def launch(config: ExperimentConfig, out: TextIO = sys.stdout) -> str:
 
 
 def resume(experiment_id: str, directory: str | Path | None = None, port: int | None = None,
-           out: TextIO = sys.stdout) -> None:
+           out: TextIO | None = None) -> None:
     """Continue an interrupted or stopped experiment where it was."""
+    out = out or sys.stdout
     run_dir = find_run(experiment_id, directory)
     config_path = run_dir / "experiment.yaml"
     config = load_config(config_path)
@@ -119,17 +140,17 @@ def _run(config: ExperimentConfig, config_path: Path, experiment_id: str, run_di
 
         driver = OptunaDriver(config, experiment_id, run_dir)
         print(f"  storage: {driver.url} (study {experiment_id}); watch it with: optuna-dashboard {driver.url}", file=out)
-        driver.run(config_path, optuna_progress(config, run_dir, out))
+        driver.run(config_path, optuna_progress(config, out))
         return
     from .nni_driver import NniDriver, nni_progress
 
     driver = NniDriver(config, experiment_id, run_dir)
-    print(f"  web UI: http://{config.host}:{config.port}", file=out)
-    progress = nni_progress(config, run_dir, out)
+    setup = build_setup(config, cache_dir=run_dir / "cache")
+    progress = nni_progress(config, setup.objectives, run_dir, out)
     if resume:
-        driver.resume(config.port, progress)
+        driver.resume(config.port, progress, out)
     else:
-        driver.launch(build_setup(config, cache_dir=run_dir / "cache"), config_path, config.port, progress)
+        driver.launch(setup, config_path, config.port, progress, out)
 
 
 def view(experiment_id: str, directory: str | Path | None = None, port: int | None = None) -> None:

@@ -16,20 +16,25 @@ from a cold disk: a test run's first experiment failed so) or on a busy machine;
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+import psutil
 import yaml
 from nni.experiment import CustomAlgorithmConfig, Experiment
 from nni.experiment import launcher as nni_launcher
 
 from .config import ConfigError, ExperimentConfig
 from .launcher import Progress
+from .objectives import ObjectiveSet, feasible
 from .setup import ExperimentSetup
 from .trial_records import read_trial_records
 
@@ -94,10 +99,21 @@ def tuner_config(setup: ExperimentSetup, seeds: list[dict[str, Any]]) -> CustomA
                                  class_args=class_args)
 
 
+class _QuietStart(logging.Filter):
+    """Drops NNI's start-up noise: its "Timeout, retry..." warnings while the manager starts
+    (expected, see :data:`MANAGER_START_SECONDS`) and its list of web UI URLs, which names every
+    interface whether or not the manager listens there (:func:`web_ui_urls` prints those that
+    answer)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Timeout, retry", "Web portal URLs"))
+
+
 @contextmanager
 def manager_start(run_dir: Path, host: str) -> Iterator[None]:
     """Start NNI's manager with the preload script that binds its servers to ``host``, waiting
-    up to :data:`MANAGER_START_SECONDS` for it to answer (module docstring)."""
+    up to :data:`MANAGER_START_SECONDS` for it to answer (module docstring), without NNI's
+    start-up noise (:class:`_QuietStart`)."""
     preload = run_dir / "listen-host.js"
     preload.write_text(_PRELOAD)
     saved = {k: os.environ.get(k) for k in ("NODE_OPTIONS", "MPQSEARCH_LISTEN_HOST")}
@@ -106,15 +122,43 @@ def manager_start(run_dir: Path, host: str) -> Iterator[None]:
     check = nni_launcher._check_rest_server
     nni_launcher._check_rest_server = lambda port, retry=3, url_prefix=None: check(
         port, retry=max(retry, MANAGER_START_SECONDS), url_prefix=url_prefix)
+    quiet = _QuietStart()
+    nni_logger = logging.getLogger("nni.experiment")
+    nni_logger.addFilter(quiet)
     try:
         yield
     finally:
+        nni_logger.removeFilter(quiet)
         nni_launcher._check_rest_server = check
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def web_ui_urls(host: str, port: int) -> list[str]:
+    """The web UI's URLs that answer: ``host``'s, or for a wildcard host (``0.0.0.0``, ``::``)
+    every IPv4 address of this machine's interfaces on which the manager answers."""
+    if host in ("0.0.0.0", "::", ""):
+        candidates = [address.address for addresses in psutil.net_if_addrs().values() for address in addresses
+                      if address.family == socket.AF_INET]
+    else:
+        candidates = [host]
+    urls = []
+    for address in candidates:
+        url = f"http://{address}:{port}"
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/nni/check-status", timeout=5):
+                urls.append(url)
+        except OSError:
+            continue
+    return urls
+
+
+def _print_web_ui(host: str, port: int, out: TextIO | None) -> None:
+    urls = web_ui_urls(host, port)
+    print(f"  web UI: {' '.join(urls)}" if urls else f"  web UI: nothing answers on {host}:{port}", file=out or sys.stdout, flush=True)
 
 
 class NniDriver:
@@ -157,19 +201,21 @@ class NniDriver:
         return path
 
     def launch(self, setup: ExperimentSetup, config_path: Path, port: int,
-               on_progress: Callable[[Experiment], None]) -> Experiment:
+               on_progress: Callable[[Experiment], None], out: TextIO | None = None) -> Experiment:
         setup.warm_up()
         experiment = self.build(setup, config_path)
         os.environ["MPQSEARCH_CONCURRENCY"] = str(self.config.budget.concurrency)
         with manager_start(self.run_dir, self.config.host):
             experiment.start(port)
+        _print_web_ui(self.config.host, port, out)
         return self.wait(experiment, on_progress)
 
-    def resume(self, port: int, on_progress: Callable[[Experiment], None]) -> Experiment:
+    def resume(self, port: int, on_progress: Callable[[Experiment], None], out: TextIO | None = None) -> Experiment:
         experiment = Experiment(None, id=self.experiment_id)
         os.environ["MPQSEARCH_CONCURRENCY"] = str(self.config.budget.concurrency)
         with manager_start(self.run_dir, self.config.host):
             experiment.resume(port, wait_completion=False)
+        _print_web_ui(self.config.host, port, out)
         return self.wait(experiment, on_progress)
 
     def view(self, port: int) -> None:
@@ -195,28 +241,19 @@ class NniDriver:
         return experiment
 
 
-def nni_progress(config: ExperimentConfig, run_dir: Path, out: TextIO) -> Callable[[Experiment], None]:
-    """A progress printer reading NNI's job statistics and the trials' own records."""
-    first = config.objectives[0] if config.objectives else None
-    printer: Progress | None = None
+def nni_progress(config: ExperimentConfig, objectives: ObjectiveSet, run_dir: Path,
+                 out: TextIO) -> Callable[[Experiment], None]:
+    """A progress printer (:class:`~.launcher.Progress`) reading NNI's job statistics and the
+    trials' own records."""
+    printer = Progress(objectives, config.budget.max_trials, config.tuner.name == MULTI_OBJECTIVE, out)
 
     def show(experiment: Experiment) -> None:
-        nonlocal printer
-        records = list(read_trial_records(run_dir).values())
-        done = [r for r in records if r.get("state") == "SUCCEEDED"]
-        if printer is None:
-            name = first.metric if first else None
-            if name is None and done:
-                name = next(iter(done[0]["result"]["metrics"]))
-            printer = Progress(name or "objective", first.direction if first else "maximize",
-                               config.budget.max_trials, out)
+        done = [r for r in read_trial_records(run_dir).values() if r.get("state") == "SUCCEEDED"]
         try:
             stats = {s["trialJobStatus"]: s["trialJobNumber"] for s in experiment.get_job_statistics()}
         except Exception:  # noqa: BLE001 - the manager may be starting or gone; show what the records say
             stats = {}
-        values = [r["metrics"][printer.objective] for r in done if printer.objective in r.get("metrics", {})
-                  and all(v <= 0 for v in r.get("violations", []))]
         printer.show(stats.get("SUCCEEDED", len(done)), stats.get("FAILED", 0) + stats.get("SYS_CANCELED", 0),
-                     stats.get("RUNNING", 0), printer.best(values))
+                     stats.get("RUNNING", 0), [r["values"] for r in done if feasible(r.get("violations"))])
 
     return show

@@ -1,20 +1,103 @@
-"""Objectives and constraints of an experiment, read off one trial's flat metrics."""
+"""Metrics, objectives and constraints: their names, directions, and the one feasibility rule.
+
+Every part that judges a trial (both drivers, the NNI tuners, progress lines and the analysis
+sources) reads it through this module, which imports neither torch nor NNI, so that NNI's tuner
+process and trial client can use it too.
+
+A constraint's *violation* follows Optuna's convention: how far the value lies outside the bound,
+feasible when every violation is at most 0 (:func:`feasible`). Constraints are keyed by
+:attr:`Constraint.name` (``"psnr_drop<=1"``), so two bounds on one metric stay apart.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..trials.workload import Workload
-from .config import TRIAL_METRICS, ConfigError, Constraint, ExperimentConfig, Objective
+import moocore
+import numpy as np
 
+DIRECTIONS = ("maximize", "minimize")
+TRIAL_METRICS = ("size_ratio", "size_bytes", "bops", "bops_ratio", "latency_ms")
+"""Metrics every trial reports besides the workload's own (and ``<metric>_drop`` for those),
+all to minimize."""
 INFEASIBLE_PENALTY = 1e3
 """Added to the scalarized objective (in its worse direction) per unit of constraint violation,
 on top of the same constant, so that every infeasible trial ranks behind every feasible one."""
 
 
-def available_metrics(workload: Workload) -> list[str]:
-    names = list(workload.directions)
+@dataclass
+class Objective:
+    metric: str
+    direction: str
+
+
+@dataclass
+class Constraint:
+    """``metric <= max`` and/or ``metric >= min``; a trial violating it is infeasible."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The constraint as text (``psnr_drop<=1``, ``0.1<=size_ratio<=0.25``): its key in
+        Optuna's ``set_constraint`` and in trial records."""
+        low = f"{self.min:g}<=" if self.min is not None else ""
+        high = f"<={self.max:g}" if self.max is not None else ""
+        return f"{low}{self.metric}{high}"
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` lies outside the bound (at most 0 when feasible); Optuna's convention."""
+        over = value - self.max if self.max is not None else float("-inf")
+        under = self.min - value if self.min is not None else float("-inf")
+        return max(over, under)
+
+
+def feasible(violations: Mapping[str, float] | Iterable[float] | None) -> bool:
+    """The feasibility rule: every violation at most 0. Takes a mapping (Optuna 5's
+    ``FrozenTrial.constraints``, a trial record's ``violations``) or a sequence; none is feasible."""
+    if violations is None:
+        return True
+    values = violations.values() if isinstance(violations, Mapping) else violations
+    return all(v <= 0 for v in values)
+
+
+def available_metrics(directions: Mapping[str, str]) -> list[str]:
+    """Every metric a trial reports for a workload whose own metrics have ``directions``."""
+    names = list(directions)
     return names + [f"{name}_drop" for name in names] + list(TRIAL_METRICS)
+
+
+def metric_directions(objectives: Sequence[Objective], workload_directions: Mapping[str, str],
+                      metrics: Iterable[str] = ()) -> dict[str, str]:
+    """Directions of every metric: the workload's, costs and ``*_drop`` to minimize, the
+    objectives' own last (an objective's direction wins)."""
+    directions = {f"{m}_drop": "minimize" for m in workload_directions}
+    directions.update(workload_directions)
+    directions.update({m: "minimize" for m in TRIAL_METRICS})
+    directions.update({m: "minimize" for m in metrics if m.endswith("_drop")})
+    directions.update({o.metric: o.direction for o in objectives})
+    return directions
+
+
+def check_directions(directions: Sequence[str]) -> list[bool]:
+    """``True`` per maximized objective; ``ValueError`` for anything but maximize or minimize."""
+    for d in directions:
+        if d not in DIRECTIONS:
+            raise ValueError(f"direction must be maximize or minimize, got {d!r}")
+    return [d == "maximize" for d in directions]
+
+
+def pareto_mask(values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """True for the points no other point dominates (duplicates of a front point all stay);
+    moocore's non-dominated filter."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    return moocore.is_nondominated(values.reshape(len(values), -1), maximise=check_directions(directions),
+                                   keep_weakly=True)
 
 
 @dataclass
@@ -29,28 +112,6 @@ class ObjectiveSet:
     objectives: list[Objective]
     constraints: list[Constraint]
 
-    @classmethod
-    def from_config(cls, config: ExperimentConfig, workload: Workload) -> ObjectiveSet:
-        """The configured objectives (default: the workload's primary metric and ``size_ratio``),
-        checked against the metrics a trial of this workload reports."""
-        objectives = list(config.objectives) or [
-            Objective(workload.primary_metric, workload.directions[workload.primary_metric]),
-            Objective("size_ratio", "minimize"),
-        ]
-        known = available_metrics(workload)
-        for kind, items in (("objectives", objectives), ("constraints", config.constraints)):
-            for i, item in enumerate(items):
-                if item.metric not in known:
-                    raise ConfigError(f"{config.source}: {kind}[{i}].metric: unknown metric {item.metric!r} "
-                                      f"for {workload.name} (available: {', '.join(known)})")
-                if item.metric == "latency_ms" and config.latency.backend == "none":
-                    raise ConfigError(f"{config.source}: {kind}[{i}].metric: latency_ms needs a latency "
-                                      "backend, but latency.backend is none")
-        names = [o.metric for o in objectives]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{config.source}: objectives: a metric is listed twice ({', '.join(names)})")
-        return cls(objectives, list(config.constraints))
-
     @property
     def names(self) -> list[str]:
         return [o.metric for o in self.objectives]
@@ -59,21 +120,25 @@ class ObjectiveSet:
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
 
-    def values(self, metrics: dict[str, float]) -> list[float]:
+    def values(self, metrics: Mapping[str, float]) -> list[float]:
         return [metrics[name] for name in self.names]
 
-    def violations(self, metrics: dict[str, float]) -> list[float]:
-        """One value per constraint, feasible when <= 0 (Optuna's convention)."""
-        return [c.violation(metrics[c.metric]) for c in self.constraints]
+    def violations(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Per constraint (by :attr:`Constraint.name`), its violation: feasible when <= 0."""
+        return {c.name: c.violation(metrics[c.metric]) for c in self.constraints}
 
-    def feasible(self, metrics: dict[str, float]) -> bool:
-        return all(v <= 0 for v in self.violations(metrics))
+    def feasible(self, metrics: Mapping[str, float]) -> bool:
+        return feasible(self.violations(metrics))
 
-    def scalarize(self, metrics: dict[str, float]) -> float:
+    def scalarize(self, metrics: Mapping[str, float]) -> float:
         """The first objective; an infeasible trial is pushed behind every feasible one."""
         value = metrics[self.objectives[0].metric]
-        excess = sum(max(v, 0.0) for v in self.violations(metrics))
+        excess = sum(max(v, 0.0) for v in self.violations(metrics).values())
         if excess > 0:
             penalty = INFEASIBLE_PENALTY * (1 + excess)
             value = value - penalty if self.objectives[0].direction == "maximize" else value + penalty
         return value
+
+    def front_size(self, values: Sequence[Sequence[float]]) -> int:
+        """How many of the feasible trials' objective ``values`` lie on their Pareto front."""
+        return int(pareto_mask(values, self.directions).sum())

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from .config import Algorithm, ConfigError, ExperimentConfig, load_config
 from .launcher import STOP_FILE, Progress
+from .objectives import Objective, ObjectiveSet, feasible
 from .setup import ExperimentSetup, build_setup
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
@@ -71,7 +72,6 @@ def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
 
 def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
     parameters = setup.space.parameters()
-    constraints = setup.objectives.constraints
 
     def objective(trial: optuna.Trial) -> list[float]:
         params = {name: trial.suggest_categorical(name, list(choices)) for name, choices in parameters.items()}
@@ -86,8 +86,8 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
         if outcome.result.latency is not None:
             trial.set_user_attr("latency", {**outcome.result.latency.to_dict(),
                                             "isolation": outcome.result.latency_isolation})
-        for constraint, violation in zip(constraints, outcome.violations):
-            trial.set_constraint(constraint.metric, violation)
+        for name, violation in outcome.violations.items():
+            trial.set_constraint(name, violation)
         return outcome.values
 
     return objective
@@ -118,22 +118,23 @@ def _worker_entry(config_path: str, study_name: str, run_dir: str, worker: int, 
     run_trials(setup, study, deadline, stop_file=Path(run_dir) / STOP_FILE)
 
 
-def optuna_progress(config: ExperimentConfig, run_dir: Path, out: TextIO) -> Callable[[optuna.Study], None]:
-    """A progress printer for the study: counts and the best feasible first objective."""
-    del run_dir  # the study holds everything
-    first = config.objectives[0] if config.objectives else None
+def optuna_progress(config: ExperimentConfig, out: TextIO) -> Callable[[optuna.Study], None]:
+    """A progress printer for the study (:class:`~.launcher.Progress`); its objectives are the
+    study's (names as recorded at creation, directions as the study has them)."""
     printer: Progress | None = None
 
     def show(study: optuna.Study) -> None:
         nonlocal printer
         trials = study.get_trials(deepcopy=False)
         if printer is None:
-            names = study.user_attrs.get("mpqsearch", {}).get("objectives") or [first.metric if first else "objective"]
-            printer = Progress(names[0], study.directions[0].name.lower(), config.budget.max_trials, out)
+            names = study.user_attrs.get("mpqsearch", {}).get("objectives") or [f"objective{i}" for i in
+                                                                                range(len(study.directions))]
+            objectives = ObjectiveSet([Objective(n, d.name.lower()) for n, d in zip(names, study.directions)], [])
+            printer = Progress(objectives, config.budget.max_trials, multi_objective=True, out=out)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        feasible = [t.values[0] for t in complete if all(c <= 0 for c in (t.constraints or []))]
         printer.show(len(complete), sum(t.state == TrialState.FAIL for t in trials),
-                     sum(t.state == TrialState.RUNNING for t in trials), printer.best(feasible))
+                     sum(t.state == TrialState.RUNNING for t in trials),
+                     [t.values for t in complete if feasible(t.constraints)])
 
     return show
 

@@ -22,7 +22,7 @@ from ..trials.isolation import TrialLock
 from ..trials.latency import backend_options
 from ..trials.workload import Workload, get_workload
 from .config import ConfigError, ExperimentConfig
-from .objectives import ObjectiveSet
+from .objectives import Objective, ObjectiveSet, available_metrics
 
 
 @dataclass
@@ -32,7 +32,7 @@ class TrialOutcome:
     result: TrialResult
     metrics: dict[str, float]
     values: list[float]
-    violations: list[float]
+    violations: dict[str, float]
     scalar: float
 
 
@@ -115,8 +115,30 @@ def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = 
             include=options.include, exclude=options.exclude, overrides=options.overrides, base=base)
     except ValueError as err:
         raise ConfigError(f"{config.source}: search_space: {err}") from None
-    objectives = ObjectiveSet.from_config(config, workload)
+    objectives = objective_set(config, workload)
     return ExperimentSetup(config, workload, evaluator, _pruned(config, space, evaluator), objectives)
+
+
+def objective_set(config: ExperimentConfig, workload: Workload) -> ObjectiveSet:
+    """The configured objectives (default: the workload's primary metric and ``size_ratio``) and
+    constraints, checked against the metrics a trial of this workload reports."""
+    objectives = list(config.objectives) or [
+        Objective(workload.primary_metric, workload.directions[workload.primary_metric]),
+        Objective("size_ratio", "minimize"),
+    ]
+    known = available_metrics(workload.directions)
+    for kind, items in (("objectives", objectives), ("constraints", config.constraints)):
+        for i, item in enumerate(items):
+            if item.metric not in known:
+                raise ConfigError(f"{config.source}: {kind}[{i}].metric: unknown metric {item.metric!r} "
+                                  f"for {workload.name} (available: {', '.join(known)})")
+            if item.metric == "latency_ms" and config.latency.backend == "none":
+                raise ConfigError(f"{config.source}: {kind}[{i}].metric: latency_ms needs a latency "
+                                  "backend, but latency.backend is none")
+    names = [o.metric for o in objectives]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{config.source}: objectives: a metric is listed twice ({', '.join(names)})")
+    return ObjectiveSet(objectives, list(config.constraints))
 
 
 def _pruned(config: ExperimentConfig, space: SearchSpace, evaluator: Evaluator) -> SearchSpace:

@@ -17,6 +17,7 @@ def _launch(directory, **changes):
         "workload": "example",
         "search_space": {"weight_bits": [2, 4, 8], "act_bits": [4, 8]},
         "objectives": [{"metric": "top1", "direction": "maximize"}, {"metric": "size_ratio", "direction": "minimize"}],
+        "constraints": [{"metric": "size_ratio", "max": 0.9}],
         "sampler": {"name": "Random", "args": {"seed": 0}},
         "strategies": {"seed": [{"name": "uniform", "args": {"bits": [[8, 8], [4, 8]]}}]},
         "budget": {"max_trials": 4, "concurrency": 1},

@@ -1,6 +1,6 @@
 """NNI tuners of mpqsearch, loaded by NNI's dispatcher from this directory.
 
-This file imports neither torch nor the mpqsearch package: NNI gives a tuner 10 seconds to
+This file imports no torch (only torch-free parts of mpqsearch): NNI gives a tuner 10 seconds to
 connect to its manager, and importing torch alone can take several on a busy 2-core machine.
 
 - :class:`GuardedTuner` runs one of NNI's built-in tuners on the scalarized objective, hands out
@@ -17,6 +17,8 @@ import logging
 from typing import Any
 
 from nni.tuner import Tuner
+
+from mpqsearch.experiments.objectives import Constraint
 
 _logger = logging.getLogger("mpqsearch.tuners")
 
@@ -111,7 +113,7 @@ class MultiObjectiveTuner(Tuner):
                     "TPE": optuna.samplers.TPESampler, "Random": optuna.samplers.RandomSampler}
         self.optuna = optuna
         self.objectives = [(name, direction) for name, direction in objectives]
-        self.constraints = [tuple(c) for c in constraints or []]
+        self.constraints = [Constraint(*c) for c in constraints or []]
         self.study = optuna.create_study(directions=[d for _, d in self.objectives],
                                          sampler=samplers[sampler](**(sampler_args or {})))
         for seed in seeds or []:
@@ -137,10 +139,8 @@ class MultiObjectiveTuner(Tuner):
         trial = self.trials.pop(parameter_id, None)
         if trial is None:
             return
-        for metric, upper, lower in self.constraints:
-            over = value[metric] - upper if upper is not None else float("-inf")
-            under = lower - value[metric] if lower is not None else float("-inf")
-            trial.set_constraint(metric, max(over, under))
+        for constraint in self.constraints:
+            trial.set_constraint(constraint.name, constraint.violation(value[constraint.metric]))
         self.study.tell(trial, self._values(value))
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
