@@ -20,10 +20,10 @@ import platform
 import torch
 
 from mpqsearch import Policy
-from mpqsearch.trials import data
-from mpqsearch.trials.cfqp import cfqp_workload
+from mpqsearch.workloads import data
+from mpqsearch.workloads.cfqp import cfqp_workload
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.workload import Workload, get_workload
+from mpqsearch.workloads import Workload, get_workload
 
 ABLATION = [("input", "downscaled"), ("input", "output"), ("output", "downscaled"), ("input", "output", "downscaled")]
 

@@ -44,7 +44,7 @@ def _example() -> tuple[str, torch.nn.Module, torch.Tensor, list[torch.Tensor]]:
 
 
 def _workload(name: str) -> tuple[str, torch.nn.Module, torch.Tensor, list[Any]]:
-    from mpqsearch.trials.workload import get_workload
+    from mpqsearch.workloads import get_workload
 
     workload = get_workload(name)
     return name, workload.build_model().eval(), workload.example_input, list(workload.calib_data)

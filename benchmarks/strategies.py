@@ -33,7 +33,7 @@ from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import parse_config
 from mpqsearch.strategies import StrategyContext, get_strategy, strategy_names
 from mpqsearch.trials.evaluate import Evaluator, TrialResult
-from mpqsearch.trials.workload import get_workload
+from mpqsearch.workloads import get_workload
 
 WORKLOADS = ["sr-espcn-x2", "sr-srresnet-x2", "sr-rrdb-x2"]
 SEARCH_SPACE = {"weight_bits": [2, 3, 4, 5, 6, 8], "act_bits": [4, 6, 8]}

@@ -17,7 +17,7 @@ import torch
 
 from mpqsearch import Policy
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.workload import get_workload
+from mpqsearch.workloads import get_workload
 
 WORKLOADS = ["sr-espcn-x2", "sr-srresnet-x2", "sr-rrdb-x2", "cls-digits", "example"]
 

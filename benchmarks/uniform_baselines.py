@@ -15,7 +15,7 @@ import platform
 
 from mpqsearch import Policy
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.workload import get_workload
+from mpqsearch.workloads import get_workload
 
 WORKLOADS = ["sr-espcn-x2", "sr-srresnet-x2", "sr-rrdb-x2", "cls-digits"]
 BITS = [32, 16, 8, 7, 6, 5, 4, 3, 2]

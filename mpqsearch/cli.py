@@ -23,7 +23,7 @@ from .strategies import strategy_names
 from .trials.evaluate import Evaluator, TrialError, TrialResult
 from .trials.latency import backend_options, latency_backend_names
 from .trials.refine import DEFAULT_LR
-from .trials.workload import Workload, get_workload, workload_names
+from .workloads import Workload, get_workload, workload_names
 
 
 class CliError(Exception):
@@ -235,7 +235,7 @@ def _choices(bits: Sequence[int]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .trials.training import CONFIGS, train_workload
+    from .workloads.training import CONFIGS, train_workload
 
     if args.workload not in CONFIGS:
         known = "a built-in workload that reuses another's weights" if args.workload in workload_names() \

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..apply import apply_policy
 from ..policy import Policy
 from ..quant.export import export_onnx
-from ..trials.workload import Workload
+from ..workloads import Workload
 from .pick import PickError
 from .results import Results, TrialRow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.config import ExperimentConfig
-from ..experiments.objectives import feasible, metric_directions
+from ..objectives import feasible, metric_directions
 from ..experiments.trial_records import read_trial_records
 from .results import Results, TrialRow
 

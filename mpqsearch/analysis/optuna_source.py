@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..experiments.config import ConfigError, ExperimentConfig, Objective
-from ..experiments.objectives import feasible, metric_directions
+from ..objectives import feasible, metric_directions
 from ..experiments.optuna_driver import open_storage, storage_url
 from .results import Results, TrialRow
 

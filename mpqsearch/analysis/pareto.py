@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import moocore
 import numpy as np
 
-from ..experiments.objectives import check_directions, pareto_mask
+from ..objectives import check_directions, pareto_mask
 from .results import Results, TrialRow
 
 ObjectiveSpec = Sequence[tuple[str, str]]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..policy import Policy
 from ..trials.evaluate import Evaluator
 from ..trials.latency import backend_options
-from ..trials.workload import Workload
+from ..workloads import Workload
 
 RELATIVE_NOISE = 1e-4
 LATENCY_NOISE = 0.5

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.config import ConfigError, ExperimentConfig, load_config
-from ..experiments.objectives import Objective, metric_directions
+from ..objectives import Objective, metric_directions
 from ..policy import Policy
 from ..search_spaces import SearchSpace
 

@@ -46,7 +46,7 @@ from typing import Any
 
 from ..quant.spec import CLIPPINGS, EXPORT_TARGETS, GRANULARITIES, SCALE_KINDS, check_bits
 from ..yamlio import read_yaml
-from .objectives import DIRECTIONS, Constraint, Objective
+from ..objectives import DIRECTIONS, Constraint, Objective
 
 DRIVERS = ("nni", "optuna")
 

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from .config import ConfigError, ExperimentConfig, load_config
-from .objectives import ObjectiveSet, pareto_mask
+from ..objectives import ObjectiveSet, pareto_mask
 from .setup import build_setup, run_directory
 
 STOP_FILE = "STOP"

@@ -34,7 +34,7 @@ from nni.experiment import launcher as nni_launcher
 
 from .config import ConfigError, ExperimentConfig
 from .launcher import Progress
-from .objectives import ObjectiveSet, feasible
+from ..objectives import ObjectiveSet, feasible
 from .setup import ExperimentSetup
 from .trial_records import read_trial_records
 

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from .config import Algorithm, ConfigError, ExperimentConfig, load_config
 from .launcher import STOP_FILE, Progress
-from .objectives import Objective, ObjectiveSet, feasible
+from ..objectives import Objective, ObjectiveSet, feasible
 from .setup import ExperimentSetup, build_setup
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {

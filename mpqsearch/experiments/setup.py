@@ -20,9 +20,9 @@ from ..strategies import Strategy, StrategyContext, get_strategy
 from ..trials.evaluate import Evaluator, TrialResult
 from ..trials.isolation import TrialLock
 from ..trials.latency import backend_options
-from ..trials.workload import Workload, get_workload
+from ..workloads import Workload, get_workload
 from .config import ConfigError, ExperimentConfig
-from .objectives import Objective, ObjectiveSet, available_metrics
+from ..objectives import Objective, ObjectiveSet, available_metrics
 
 
 @dataclass

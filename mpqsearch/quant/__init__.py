@@ -8,16 +8,13 @@
 - :mod:`.transform`: the model transform (prepare, calibrate, quantize).
 """
 
-from .functional import clip_values, fake_quantize, quant_range, scale_from_clip
-from .graph import QUANTIZABLE_TYPES, UntraceableModelWarning, analyze, layer_fingerprint, quantizable_layers
-from .modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis, weight_scale
-from .observers import ActivationStats
-from .spec import FLOAT_BITS, VALID_BITS, LayerQuantConfig, check_bits
-from .transform import Prepared, calibrate, collect_activation_stats, prepare, quantize_model
+from .._lazy import lazy_exports
 
-__all__ = [
-    "FLOAT_BITS", "QUANTIZABLE_TYPES", "VALID_BITS", "ActFakeQuant", "ActivationStats", "LayerQuantConfig", "Prepared",
-    "UntraceableModelWarning", "WeightFakeQuant", "analyze", "calibrate", "check_bits", "clip_values",
-    "collect_activation_stats", "fake_quantize", "layer_fingerprint", "prepare", "quant_range",
-    "quantizable_layers", "quantize_model", "scale_from_clip", "weight_channel_axis", "weight_scale",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".functional": ["clip_values", "fake_quantize", "quant_range", "scale_from_clip"],
+    ".graph": ["QUANTIZABLE_TYPES", "UntraceableModelWarning", "analyze", "layer_fingerprint", "quantizable_layers"],
+    ".modules": ["ActFakeQuant", "WeightFakeQuant", "weight_channel_axis", "weight_scale"],
+    ".observers": ["ActivationStats"],
+    ".spec": ["FLOAT_BITS", "VALID_BITS", "LayerQuantConfig", "check_bits"],
+    ".transform": ["Prepared", "calibrate", "collect_activation_stats", "prepare", "quantize_model"],
+})

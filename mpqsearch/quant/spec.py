@@ -16,6 +16,11 @@ MAX_BITS = 16
 VALID_BITS = (*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS)
 DEFAULT_INPUT_BITS = 8
 """Bits of a model input that quantized layers read: images are 8-bit data."""
+DEFAULT_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
+"""A search space's weight choices unless told otherwise: 2 to 8 bits, the range int8 runtimes execute."""
+DEFAULT_ACT_BITS = (4, 5, 6, 7, 8)
+"""A search space's activation choices unless told otherwise: below 4 bits super-resolution outputs
+are destroyed."""
 
 SCALE_KINDS = ("product", "shift")
 """Seed 004, Table 1: ``product`` is any float scale, ``shift`` a power of two (``s = 2^-fl``)."""

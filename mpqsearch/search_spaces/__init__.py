@@ -4,7 +4,9 @@
 them for NNI (``to_nni``) and Optuna (``to_optuna``).
 """
 
-from .layers import LayerInfo, discover_layers
-from .space import DEFAULT_ACT_BITS, DEFAULT_WEIGHT_BITS, SearchSpace
+from .._lazy import lazy_exports
 
-__all__ = ["DEFAULT_ACT_BITS", "DEFAULT_WEIGHT_BITS", "LayerInfo", "SearchSpace", "discover_layers"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".layers": ["LayerInfo", "discover_layers"],
+    ".space": ["SearchSpace"],
+})

@@ -16,13 +16,8 @@ from typing import Any
 from torch import nn
 
 from ..policy import Fingerprint, Policy
-from ..quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
+from ..quant.spec import DEFAULT_ACT_BITS, DEFAULT_INPUT_BITS, DEFAULT_WEIGHT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
 from .layers import LayerInfo, StageMap, discover_layers
-
-DEFAULT_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
-"""Weights are searched from 2 to 8 bits: the range the int8 runtimes execute."""
-DEFAULT_ACT_BITS = (4, 5, 6, 7, 8)
-"""Activations below 4 bits destroy super-resolution outputs, so the default starts at 4."""
 
 Choices = tuple[int, ...]
 

@@ -1,16 +1,15 @@
-"""What one trial does: workloads (model, data, metric), and the evaluation of one policy.
+"""What one trial does: evaluate one policy on a workload (accuracy, size, BOPs, latency),
+share what trials have in common, and refine a chosen policy by QAT.
 
-- :mod:`.workload`: the :class:`Workload` and the registry of built-in ones;
 - :mod:`.evaluate`: :class:`Evaluator` / :func:`evaluate_policy` -> :class:`TrialResult`;
 - :mod:`.latency`: latency backends (``onnxruntime``, ``torch``, ``lut``, ``none``);
 - :mod:`.cache`, :mod:`.isolation`: what concurrent trial processes share and how they keep out
-  of each other's timings.
+  of each other's timings;
+- :mod:`.refine`: QAT refinement of a policy.
 """
 
-from .evaluate import Evaluator, MetricError, QuantizationError, TrialError, TrialResult, evaluate_policy
-from .workload import Workload, get_workload, register_workload, workload_names
+from .._lazy import lazy_exports
 
-__all__ = [
-    "Evaluator", "MetricError", "QuantizationError", "TrialError", "TrialResult", "Workload", "evaluate_policy",
-    "get_workload", "register_workload", "workload_names",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".evaluate": ["Evaluator", "MetricError", "QuantizationError", "TrialError", "TrialResult", "evaluate_policy"],
+})

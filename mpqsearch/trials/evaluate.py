@@ -30,7 +30,7 @@ from .cache import TrialCache, fingerprint
 from .isolation import TrialLock
 from .threads import torch_threads
 from .latency import LatencyRequest, LatencyResult, LookupTableBackend, get_latency_backend
-from .workload import Workload
+from ..workloads.base import Workload
 
 
 class TrialError(RuntimeError):

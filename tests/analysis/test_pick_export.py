@@ -17,7 +17,7 @@ from mpqsearch.cli import main
 from mpqsearch.experiments.config import Objective
 from mpqsearch.policy import load_policy
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.workload import get_workload
+from mpqsearch.workloads import get_workload
 
 OBJECTIVES = [Objective("top1", "maximize"), Objective("size_ratio", "minimize")]
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import torch
 
-from mpqsearch.trials.example_workload import example_workload
+from mpqsearch.workloads.example import example_workload
 
 CLAIM_ENV = "MPQSEARCH_TEST_FAIL_CLAIM"
 

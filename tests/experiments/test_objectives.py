@@ -8,7 +8,7 @@ from mpqsearch.analysis import load_results
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import load_config
 from mpqsearch.experiments.launcher import Progress
-from mpqsearch.experiments.objectives import Constraint, Objective, ObjectiveSet, feasible
+from mpqsearch.objectives import Constraint, Objective, ObjectiveSet, feasible
 
 
 def test_the_feasibility_rule_reads_optuna_5_dicts_lists_and_nothing():
@@ -59,7 +59,7 @@ def test_infeasible_trials_are_recorded_so_and_left_out_of_the_front(experiment_
 
 
 def test_the_torch_free_parts_import_without_torch():
-    code = ("import sys; import mpqsearch.experiments.objectives; "
+    code = ("import sys; import mpqsearch.objectives; "
             "sys.path.insert(0, 'mpqsearch/experiments/nni_tuners'); import mpqsearch_tuners; "
             "print(sorted(m for m in ('torch', 'onnx', 'mpqsearch.policy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

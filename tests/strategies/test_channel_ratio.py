@@ -4,7 +4,7 @@ import torch
 from mpqsearch.search_spaces import SearchSpace
 from mpqsearch.strategies import StrategyContext, get_strategy
 from mpqsearch.strategies.channel_ratio import stage_scores
-from mpqsearch.trials.models import ESPCN, SRResNet
+from mpqsearch.workloads.models import ESPCN, SRResNet
 
 SMALL_INPUT = (1, 3, 12, 12)
 

@@ -8,9 +8,9 @@ from mpqsearch.quant.spec import LayerQuantConfig
 from mpqsearch.search_spaces import SearchSpace
 from mpqsearch.search_spaces.costs import model_size_bytes
 from mpqsearch.strategies import StrategyContext, get_strategy, policy_from_bits
-from mpqsearch.trials import get_workload
+from mpqsearch.workloads import get_workload
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.workload import Workload
+from mpqsearch.workloads import Workload
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from mpqsearch.search_spaces.costs import model_size_bytes
 from mpqsearch.strategies import StrategyContext, get_strategy
 from mpqsearch.strategies.predictor import imprinted_accuracy, majority_accuracy, pooled_features, pyramid_pool
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.workload import get_workload
+from mpqsearch.workloads import get_workload
 
 
 @pytest.fixture(scope="module")

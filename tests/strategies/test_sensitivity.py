@@ -6,8 +6,8 @@ from mpqsearch.search_spaces import SearchSpace
 from mpqsearch.strategies import StrategyContext, get_strategy
 from mpqsearch.strategies.sensitivity import probe_policy
 from mpqsearch.trials import Evaluator
-from mpqsearch.trials.example_workload import example_workload
-from mpqsearch.trials.metrics import top1
+from mpqsearch.workloads.example import example_workload
+from mpqsearch.workloads.metrics import top1
 
 
 @pytest.fixture(scope="module")

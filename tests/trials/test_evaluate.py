@@ -7,7 +7,7 @@ import torch
 from mpqsearch import Policy, model_size_bytes
 from mpqsearch.trials import Evaluator, MetricError, QuantizationError, evaluate_policy
 from mpqsearch.trials import evaluate as evaluate_module
-from mpqsearch.trials.example_workload import example_workload
+from mpqsearch.workloads.example import example_workload
 
 
 @pytest.fixture(scope="module")

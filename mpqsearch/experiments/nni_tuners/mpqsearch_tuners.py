@@ -18,7 +18,7 @@ from typing import Any
 
 from nni.tuner import Tuner
 
-from mpqsearch.experiments.objectives import Constraint
+from mpqsearch.objectives import Constraint
 
 _logger = logging.getLogger("mpqsearch.tuners")
 

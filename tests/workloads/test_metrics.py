@@ -4,8 +4,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from mpqsearch.trials import data
-from mpqsearch.trials.metrics import mean_metric, rgb_to_y, sr_metric, ssim, top1
+from mpqsearch.workloads import data
+from mpqsearch.workloads.metrics import mean_metric, rgb_to_y, sr_metric, ssim, top1
 
 Y_PER_UNIT = 65.481 + 128.553 + 24.966  # Y change of a grey step of 1.0 in all three channels
 

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from .data import resize_bicubic
-from .workload import Workload
+from .base import Workload
 
 SOURCES = ("input", "output", "downscaled")
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))

@@ -1,6 +1,6 @@
 """The built-in workloads: three x2 super-resolution networks and a digits classifier.
 
-Each loads its committed trained weights (``mpqsearch/trials/weights/<name>.pt``; retrain with
+Each loads its committed trained weights (``mpqsearch/workloads/weights/<name>.pt``; retrain with
 ``mpqsearch train <name>``) and data that ship in scikit-image and scikit-learn, so nothing is
 downloaded. Super-resolution is scored by PSNR and SSIM on Y of the four held-out test crops,
 one image per evaluation pair, with bicubic upscaling's scores on the same crops as the baseline
@@ -25,7 +25,7 @@ from .cfqp import cfqp_workload
 from .metrics import mean_metric, sr_metric, top1
 from .models import load_trained
 from .training import CONFIGS, Batch, digit_batches, sr_patches
-from .workload import Workload, register_workload
+from .base import Workload
 
 DIGITS_EVAL_BATCH = 128
 DIGITS_CALIB_BATCHES = 4
@@ -59,28 +59,23 @@ def _sr_workload(name: str, description: str) -> Workload:
     )
 
 
-@register_workload("sr-espcn-x2")
 def espcn_x2() -> Workload:
     return _sr_workload("sr-espcn-x2", "ESPCN-style super-resolution (3 convs, PixelShuffle)")
 
 
-@register_workload("sr-srresnet-x2")
 def srresnet_x2() -> Workload:
     return _sr_workload("sr-srresnet-x2", "SRResNet-style generator (SRGAN; 4 residual blocks, 48 channels)")
 
 
-@register_workload("sr-rrdb-x2")
 def rrdb_x2() -> Workload:
     return _sr_workload("sr-rrdb-x2", "small RRDB generator (ESRGAN; 2 RRDBs, 32 channels, growth 16)")
 
 
-@register_workload("sr-espcn-clip-x2")
 def espcn_clip_x2() -> Workload:
     return _sr_workload("sr-espcn-clip-x2", "ESPCN-style super-resolution as mobile SR builds it: HR pixels "
                                             "through a clipped ReLU [0, 1], no bicubic skip")
 
 
-@register_workload("sr-espcn-clipfree-x2")
 def espcn_clipfree_x2() -> Workload:
     """sr-espcn-clip-x2's weights with the clipped ReLU made a ReLU, calibrated on the CFQP set."""
     clipped = espcn_clip_x2()
@@ -91,7 +86,6 @@ def espcn_clipfree_x2() -> Workload:
     return cfqp_workload(clip_free)
 
 
-@register_workload("cls-digits")
 def digits() -> Workload:
     train_images, _ = data.digits("train")
     test_images, test_labels = data.digits("test")

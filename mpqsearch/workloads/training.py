@@ -1,8 +1,8 @@
 """Retraining a built-in workload's network from scratch on the CPU.
 
-``python -m mpqsearch.trials.training sr-espcn-x2`` (or ``mpqsearch train sr-espcn-x2``) trains
+``python -m mpqsearch.workloads.training sr-espcn-x2`` (or ``mpqsearch train sr-espcn-x2``) trains
 with Adam and a cosine learning-rate decay and writes the float32 ``state_dict`` to
-``mpqsearch/trials/weights/<workload>.pt``, the file the workload loads. Super-resolution: L1 loss
+``mpqsearch/workloads/weights/<workload>.pt``, the file the workload loads. Super-resolution: L1 loss
 on random aligned LR/HR patches of the train images, with random horizontal and vertical flips.
 Digits: cross-entropy on random mini-batches of the train split. The trained RRDB network's
 activation ranges are then equalized (:meth:`~.models.RRDBNet.equalize_`; the float function is
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import data
 from .metrics import mean_metric, sr_metric, top1
 from .models import MODELS, RRDBNet, weights_path
-from .workload import MetricFn
+from .base import MetricFn
 
 TRAIN_THREADS = 2
 EQUALIZE_BATCHES = 8
@@ -163,7 +163,7 @@ def train_workload(name: str, *, steps: int | None = None, seed: int = 0, out: P
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mpqsearch.trials.training",
+    parser = argparse.ArgumentParser(prog="python -m mpqsearch.workloads.training",
                                      description="Retrain a built-in workload's network on the CPU.")
     parser.add_argument("workload", choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the workload's own)")

@@ -14,7 +14,7 @@ import torch
 
 from ..example import EXAMPLE_INPUT_SHAPE, ExampleNet, build
 from .metrics import top1
-from .workload import Workload, register_workload
+from .base import Workload
 
 
 def synthetic_images(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -34,7 +34,6 @@ def build_centered() -> ExampleNet:
     return model
 
 
-@register_workload("example")
 def example_workload() -> Workload:
     generator = torch.Generator().manual_seed(1234)
     calib = [synthetic_images(32, generator) for _ in range(2)]

@@ -266,7 +266,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "sr-espcn-clip-x2": ClippedESPCN,
 }
 """The network of each built-in workload, by workload name; each class builds with no arguments,
-so ``mpqsearch layers mpqsearch.trials.models:RRDBNet --input-shape 1,3,48,48`` shows it."""
+so ``mpqsearch layers mpqsearch.workloads.models:RRDBNet --input-shape 1,3,48,48`` shows it."""
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

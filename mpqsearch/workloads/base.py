@@ -1,7 +1,7 @@
 """A workload: the model, its data and its metric, everything one trial needs.
 
-Built-in workloads register themselves by name; a user workload is ``module:function`` returning
-a :class:`Workload`::
+Built-in workloads are listed by name in :mod:`.registry`; a user workload is ``module:function``
+returning a :class:`Workload`::
 
     def my_workload() -> Workload:
         return Workload(
@@ -20,7 +20,6 @@ work as for a built-in one.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..specs import load_callable
-
-DIRECTIONS = ("maximize", "minimize")
+from ..objectives import DIRECTIONS
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
 """``metric(output, target)`` returns, per metric name, one value per sample (shape ``[N]``);
@@ -79,37 +76,3 @@ class Workload:
     @property
     def primary_metric(self) -> str:
         return next(iter(self.directions))
-
-
-_REGISTRY: dict[str, Callable[[], Workload]] = {}
-
-
-def register_workload(name: str) -> Callable[[Callable[[], Workload]], Callable[[], Workload]]:
-    """Decorator registering a built-in workload factory under ``name``."""
-    def decorate(factory: Callable[[], Workload]) -> Callable[[], Workload]:
-        _REGISTRY[name] = factory
-        return factory
-    return decorate
-
-
-def workload_names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def _load_builtins() -> None:
-    importlib.import_module("mpqsearch.trials.example_workload")
-    importlib.import_module("mpqsearch.trials.builtin")
-
-
-def get_workload(spec: str) -> Workload:
-    """A built-in workload by name, or a user workload by ``module:function``."""
-    if ":" in spec:
-        workload = load_callable(spec, "workload")()
-        if not isinstance(workload, Workload):
-            raise ValueError(f"workload {spec!r}: returned {type(workload).__name__}, not a mpqsearch Workload")
-        return workload
-    _load_builtins()
-    if spec not in _REGISTRY:
-        raise ValueError(f"unknown workload {spec!r}; built-in workloads: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[spec]()

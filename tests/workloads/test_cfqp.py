@@ -6,11 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpqsearch import Policy
-from mpqsearch.trials import data, models
-from mpqsearch.trials.cfqp import cfqp_calibration, cfqp_workload
+from mpqsearch.workloads import data, models
+from mpqsearch.workloads.cfqp import cfqp_calibration, cfqp_workload
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.trials.training import train_workload
-from mpqsearch.trials.workload import Workload, get_workload
+from mpqsearch.workloads.training import train_workload
+from mpqsearch.workloads import Workload, get_workload
 
 
 class Brighten(nn.Module):

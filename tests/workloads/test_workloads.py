@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from mpqsearch import Policy, SearchSpace, apply_policy
-from mpqsearch.trials import data, models
-from mpqsearch.trials.metrics import mean_metric
-from mpqsearch.trials.training import train_workload
-from mpqsearch.trials.workload import get_workload, workload_names
+from mpqsearch.workloads import data, models
+from mpqsearch.workloads.metrics import mean_metric
+from mpqsearch.workloads.training import train_workload
+from mpqsearch.workloads import get_workload, workload_names
 
 SR_WORKLOADS = ("sr-espcn-x2", "sr-srresnet-x2", "sr-rrdb-x2")
 ALL_WORKLOADS = (*SR_WORKLOADS, "cls-digits")
