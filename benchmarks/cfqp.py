@@ -20,10 +20,9 @@ import platform
 import torch
 
 from mpqsearch import Policy
-from mpqsearch.workloads import data
-from mpqsearch.workloads.cfqp import cfqp_workload
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.workloads import Workload, get_workload
+from mpqsearch.workloads import Workload, data, get_workload
+from mpqsearch.workloads.cfqp import cfqp_workload
 
 ABLATION = [("input", "downscaled"), ("input", "output"), ("output", "downscaled"), ("input", "output", "downscaled")]
 

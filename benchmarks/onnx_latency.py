@@ -118,7 +118,7 @@ def main() -> None:
         for load in models:
             try:
                 loaded = load()
-            except Exception as err:  # noqa: BLE001 - a workload that cannot be built is skipped
+            except Exception as err:
                 print(f"skipped: {err}\n")
                 continue
             rows += _rows(*loaded, args, Path(tmp))

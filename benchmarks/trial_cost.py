@@ -46,10 +46,13 @@ def main() -> None:
         policies = [Policy.uniform(evaluator.space, w, a) for w, a in ((8, 8), (4, 8), (6, 6))]
         for policy in policies:  # warm every cache a trial reuses
             evaluator.evaluate(policy, measure_latency=False)
-        fp32 = _median_seconds(lambda: evaluator.measure_metrics(evaluator.model), args.repeats)
+        fp32 = _median_seconds(lambda e=evaluator: e.measure_metrics(e.model), args.repeats)
         results = []
-        trial = _median_seconds(lambda: results.append(evaluator.evaluate(policies[len(results) % 3],
-                                                                          measure_latency=False)), args.repeats)
+
+        def trial_step(e=evaluator, done=results, chosen=policies) -> None:
+            done.append(e.evaluate(chosen[len(done) % 3], measure_latency=False))
+
+        trial = _median_seconds(trial_step, args.repeats)
         quantize = statistics.median(r.timings["quantize"] for r in results)
         ratio = trial / fp32
         print(f"| {name} | {fp32:.3f} | {trial:.3f} | {quantize:.3f} | {ratio:.2f} | "

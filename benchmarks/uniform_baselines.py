@@ -46,7 +46,8 @@ def main() -> None:
                   f"{result.size_ratio:.3f} | {ms:.3f} | {fp32_ms / ms:.2f}x |", flush=True)
         for baseline, value in workload.baselines.items():
             if baseline == metric:
-                print(f"| {name} | bicubic | {metric} | {value:.4f} | {evaluator.reference[metric] - value:+.4f} | - | - | - |")
+                drop = evaluator.reference[metric] - value
+                print(f"| {name} | bicubic | {metric} | {value:.4f} | {drop:+.4f} | - | - | - |")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import moocore
 import numpy as np
+from pydantic import BeforeValidator, ConfigDict, StrictStr, model_validator
+from pydantic.dataclasses import dataclass as schema
 
-DIRECTIONS = ("maximize", "minimize")
+_STRICT = ConfigDict(extra="forbid")  # each field type is strict itself; instances or mappings
+
+Direction = Literal["maximize", "minimize"]
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
 TRIAL_METRICS = ("size_ratio", "size_bytes", "bops", "bops_ratio", "latency_ms")
 """Metrics every trial reports besides the workload's own (and ``<metric>_drop`` for those),
 all to minimize."""
@@ -26,19 +32,37 @@ INFEASIBLE_PENALTY = 1e3
 on top of the same constant, so that every infeasible trial ranks behind every feasible one."""
 
 
-@dataclass
+def _number(value: object) -> object:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"must be a number, got {value!r}")
+    return value
+
+
+Bound = Annotated[float | None, BeforeValidator(_number)]
+
+
+@schema(config=_STRICT)
 class Objective:
-    metric: str
-    direction: str
+    """One metric to optimize and its direction (an experiment file's ``objectives`` entry)."""
+
+    metric: StrictStr
+    direction: Direction
 
 
-@dataclass
+@schema(config=_STRICT)
 class Constraint:
-    """``metric <= max`` and/or ``metric >= min``; a trial violating it is infeasible."""
+    """``metric <= max`` and/or ``metric >= min``; a trial violating it is infeasible (an
+    experiment file's ``constraints`` entry)."""
 
-    metric: str
-    max: float | None = None
-    min: float | None = None
+    metric: StrictStr
+    max: Bound = None
+    min: Bound = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Constraint:
+        if self.max is None and self.min is None:
+            raise ValueError("needs max or min")
+        return self
 
     @property
     def name(self) -> str:

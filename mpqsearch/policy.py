@@ -42,7 +42,7 @@ from torch import nn
 
 from .quant.graph import layer_fingerprint
 from .quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
-from .yamlio import read_yaml
+from .files import read_yaml
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = {"schema_version", "model", "input_bits", "layers", "weights", "metrics", "provenance"}

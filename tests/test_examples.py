@@ -30,7 +30,8 @@ def test_an_example_launches_then_reports_exports_and_applies(example, driver, t
     out = capsys.readouterr().out
     experiment_id = re.search(r"experiment (\w+) finished", out).group(1)
     where = f"--directory {runs}"
-    assert f"mpqsearch report {experiment_id} {where}" in out and f"mpqsearch export {experiment_id} {where} --pick knee" in out
+    assert f"mpqsearch report {experiment_id} {where}" in out
+    assert f"mpqsearch export {experiment_id} {where} --pick knee" in out
     final = re.findall(r"trials (\d+)/2: (\d+) done, 0 failed, 0 running; (feasible front \d|best \w+ [\d.]+)", out)
     assert final and final[-1][0] == final[-1][1] and int(final[-1][0]) >= 2, out  # 2 workers may run one more
     if driver == "nni":

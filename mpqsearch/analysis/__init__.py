@@ -1,7 +1,8 @@
 """What was found: one loader for every experiment, Pareto fronts, hypervolume, figures,
 reports and picking the policy to take home.
 
-- :mod:`.results`: :func:`load_results` -> :class:`Results` (one :class:`TrialRow` per trial);
+- :mod:`.table`: :class:`Results` (one :class:`TrialRow` per trial), filled by
+  :mod:`.nni_source` and :mod:`.optuna_source`; :mod:`.results`: :func:`load_results`;
 - :mod:`.pareto`: fronts, hypervolume (via moocore), knee;
 - :mod:`.figures`, :mod:`.report`: plotly figures and the self-contained HTML report;
 - :mod:`.baselines`: uniform-precision baselines evaluated on request;
@@ -9,8 +10,10 @@ reports and picking the policy to take home.
 - :mod:`.reapply`: re-evaluating an exported policy against its recorded metrics.
 """
 
-from .pareto import hypervolume, hypervolume_history, knee, nadir, pareto_front, pareto_mask
-from .results import Results, TrialRow, load_results
+from .._lazy import lazy_exports
 
-__all__ = ["Results", "TrialRow", "hypervolume", "hypervolume_history", "knee", "load_results", "nadir",
-           "pareto_front", "pareto_mask"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".pareto": ["hypervolume", "hypervolume_history", "knee", "nadir", "pareto_front", "pareto_mask"],
+    ".results": ["load_results"],
+    ".table": ["Results", "TrialRow"],
+})

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from ..experiments.setup import build_setup
 from ..strategies import StrategyContext, get_strategy
 from .figures import uniform_baselines
-from .results import Results, TrialRow
+from .table import Results, TrialRow
 
 
 def evaluate_uniform(results: Results, bits: Sequence[tuple[int, int]]) -> list[TrialRow]:

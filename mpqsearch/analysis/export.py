@@ -18,7 +18,7 @@ from ..policy import Policy
 from ..quant.export import export_onnx
 from ..workloads import Workload
 from .pick import PickError
-from .results import Results, TrialRow
+from .table import Results, TrialRow
 
 
 def picked_policy(results: Results, row: TrialRow, rule: str) -> Policy:

@@ -18,8 +18,8 @@ from plotly.subplots import make_subplots
 
 from ..policy import Policy
 from ..quant.spec import FLOAT_BITS
-from .pareto import ObjectiveSpec, hypervolume_history, nadir, objectives_of, pareto_front
-from .results import Results, TrialRow
+from .pareto import hypervolume_history, nadir, objectives_of, pareto_front
+from .table import Results, TrialRow
 
 LABELS = {"size_ratio": "size / FP32", "bops_ratio": "BOPs / FP32", "latency_ms": "latency (ms)",
           "size_bytes": "size (bytes)"}
@@ -167,7 +167,7 @@ def hypervolume_figure(experiments: Mapping[str, Results], objectives: Sequence[
         history = hypervolume_history(results.rows, spec, reference)
         fig.add_trace(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers",
                                  name=name, line={"shape": "hv"}))
-    ref_text = ", ".join(f"{label(m)} {v:.4g}" for (m, _), v in zip(spec, reference))
+    ref_text = ", ".join(f"{label(m)} {v:.4g}" for (m, _), v in zip(spec, reference, strict=True))
     fig.update_layout(title=f"Hypervolume over trials (reference: {ref_text})", xaxis_title="trials",
                       yaxis_title="hypervolume", template="plotly_white")
     return fig

@@ -1,7 +1,7 @@
 """Reading an NNI experiment into :class:`Results` rows, from files only (no NNI import).
 
 Each trial process writes its full record under ``<run_dir>/trials/`` (see
-:mod:`mpqsearch.experiments.nni_trial`); NNI's own database adds what only the manager knows:
+:mod:`mpqsearch.experiments.drivers.nni_trial`); NNI's own database adds what only the manager knows:
 start and end times, and trials that never wrote a record (waiting, running, killed).
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.config import ExperimentConfig
-from ..objectives import feasible, metric_directions
 from ..experiments.trial_records import read_trial_records
-from .results import Results, TrialRow
+from ..objectives import feasible, metric_directions
+from .table import Results, TrialRow
 
 _STATES = {"SUCCEEDED": "complete", "FAILED": "failed", "RUNNING": "running", "WAITING": "waiting",
            "UNKNOWN": "waiting", "EARLY_STOPPED": "pruned", "USER_CANCELED": "cancelled", "SYS_CANCELED": "cancelled"}

@@ -7,23 +7,31 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..experiments.config import ConfigError, ExperimentConfig, Objective
-from ..objectives import feasible, metric_directions
-from ..experiments.optuna_driver import open_storage, storage_url
-from .results import Results, TrialRow
+from ..experiments.config import ConfigError, ExperimentConfig
+from ..experiments.drivers.optuna import open_storage, storage_url, study_attrs
+from ..objectives import Objective, feasible, metric_directions
+from .table import Results, TrialRow
 
 _STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
            TrialState.WAITING: "waiting", TrialState.PRUNED: "pruned"}
 
 
-def _row(trial: FrozenTrial) -> TrialRow:
+def _fail_reason(trial: FrozenTrial, retries: dict[int, int]) -> str | None:
+    """The recorded reason, or for a trial its process left running, that it was retried."""
+    reason = trial.user_attrs.get("fail_reason")
+    if reason is None and trial.state == TrialState.FAIL and trial.number in retries:
+        reason = f"interrupted (its process ended or stopped answering); retried as trial {retries[trial.number]}"
+    return reason
+
+
+def _row(trial: FrozenTrial, retries: dict[int, int]) -> TrialRow:
     start, end = trial.datetime_start, trial.datetime_complete
     return TrialRow(
         number=trial.number, trial_id=str(trial.number), state=_STATES[trial.state], params=dict(trial.params),
         metrics=dict(trial.user_attrs.get("metrics", {})), strategy=trial.user_attrs.get("strategy"),
         start=start.timestamp() if start else None,
         duration=(end - start).total_seconds() if start and end else None,
-        fail_reason=trial.user_attrs.get("fail_reason"),
+        fail_reason=_fail_reason(trial, retries),
         feasible=feasible(trial.constraints),
     )
 
@@ -34,14 +42,18 @@ def load_storage(url: str, study: str | None = None) -> Results:
     names = optuna.get_all_study_names(storage)
     if study is None:
         if len(names) != 1:
-            raise ConfigError(f"{url}: holds {len(names)} studies ({', '.join(names) or 'none'}); name one with --study")
+            raise ConfigError(f"{url}: holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                              "name one with --study")
         study = names[0]
     if study not in names:
         raise ConfigError(f"{url}: no study {study!r} (studies: {', '.join(names) or 'none'})")
     loaded = optuna.load_study(study_name=study, storage=storage)
-    info = loaded.user_attrs.get("mpqsearch", {})
-    objectives = [Objective(name, d.name.lower()) for name, d in zip(info.get("objectives", []), loaded.directions)]
-    rows = [_row(t) for t in loaded.get_trials(deepcopy=False)]
+    info = study_attrs(loaded)
+    named = zip(info.get("objectives", []), loaded.directions, strict=False)  # foreign studies name none
+    objectives = [Objective(name, d.name.lower()) for name, d in named]
+    trials = loaded.get_trials(deepcopy=False)
+    retries = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    rows = [_row(t, retries) for t in trials]
     metrics = {m for row in rows for m in row.metrics}
     return Results(study, "optuna", info.get("workload"), rows, objectives, metric_directions(objectives, {}, metrics))
 

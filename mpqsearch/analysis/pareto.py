@@ -19,7 +19,7 @@ import moocore
 import numpy as np
 
 from ..objectives import check_directions, pareto_mask
-from .results import Results, TrialRow
+from .table import Results, TrialRow
 
 ObjectiveSpec = Sequence[tuple[str, str]]
 """``[(metric, "maximize" | "minimize"), ...]``: two or three objectives."""
@@ -27,7 +27,8 @@ ObjectiveSpec = Sequence[tuple[str, str]]
 
 def points(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> np.ndarray:
     """The objective values of ``rows`` as an ``(n, k)`` array."""
-    return np.array([[row.metrics[m] for m, _ in objectives] for row in rows], dtype=float).reshape(len(rows), len(objectives))
+    values = [[row.metrics[m] for m, _ in objectives] for row in rows]
+    return np.array(values, dtype=float).reshape(len(rows), len(objectives))
 
 
 def objectives_of(results: Results, names: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -48,7 +49,8 @@ def pareto_front(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> list[Tr
         raise ValueError(f"a front needs two or three objectives, got {len(objectives)}")
     usable = [row for row in rows if all(m in row.metrics for m, _ in objectives)]
     mask = pareto_mask(points(usable, objectives), [d for _, d in objectives])
-    return sorted((row for row, keep in zip(usable, mask) if keep), key=lambda row: row.metrics[objectives[0][0]])
+    front = (row for row, keep in zip(usable, mask, strict=True) if keep)
+    return sorted(front, key=lambda row: row.metrics[objectives[0][0]])
 
 
 def hypervolume(values: np.ndarray, reference: Sequence[float], directions: Sequence[str]) -> float:
@@ -56,7 +58,8 @@ def hypervolume(values: np.ndarray, reference: Sequence[float], directions: Sequ
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return 0.0
-    return float(moocore.hypervolume(values, ref=np.asarray(reference, dtype=float), maximise=check_directions(directions)))
+    reference = np.asarray(reference, dtype=float)
+    return float(moocore.hypervolume(values, ref=reference, maximise=check_directions(directions)))
 
 
 def nadir(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> list[float]:
@@ -64,7 +67,8 @@ def nadir(rows: Sequence[TrialRow], objectives: ObjectiveSpec) -> list[float]:
     values = points([r for r in rows if all(m in r.metrics for m, _ in objectives)], objectives)
     if len(values) == 0:
         raise ValueError("no trial recorded every objective")
-    return [float(col.min() if d == "maximize" else col.max()) for col, (_, d) in zip(values.T, objectives)]
+    columns = zip(values.T, objectives, strict=True)
+    return [float(col.min() if d == "maximize" else col.max()) for col, (_, d) in columns]
 
 
 def hypervolume_history(rows: Sequence[TrialRow], objectives: ObjectiveSpec,

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 
 from .pareto import knee, objectives_of, pareto_front
-from .results import Results, TrialRow
+from .table import Results, TrialRow
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}

@@ -42,7 +42,8 @@ class MetricCheck:
         return self.measured is not None and abs(self.measured - self.recorded) <= self.tolerance
 
 
-def reapply(policy: Policy, workload: Workload, latency: str | None = None, threads: int | None = None) -> list[MetricCheck]:
+def reapply(policy: Policy, workload: Workload, latency: str | None = None,
+            threads: int | None = None) -> list[MetricCheck]:
     """Evaluate ``policy`` on ``workload`` as a trial would (latency backend and threads from the
     policy's provenance unless given) and check every recorded metric."""
     recorded_latency = policy.provenance.get("latency") or {}

@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from . import figures
 from .pareto import objectives_of, pareto_front
-from .results import Results, TrialRow
+from .table import Results, TrialRow
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}.figure{margin:1.5em 0}"""

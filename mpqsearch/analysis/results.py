@@ -11,84 +11,21 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..experiments.config import ConfigError, ExperimentConfig, load_config
-from ..objectives import Objective, metric_directions
-from ..policy import Policy
-from ..search_spaces import SearchSpace
+from ..experiments.config import ConfigError, load_config
+from ..experiments.drivers.optuna import JOURNAL_SUFFIXES
+from ..experiments.runs import EXPERIMENT_FILE, find_run
+from ..experiments.setup import objective_set, recorded_space
+from ..objectives import metric_directions
+from . import nni_source, optuna_source
+from .table import Results
 
-@dataclass
-class TrialRow:
-    """One trial: what was tried, what it measured, and how it went.
-
-    ``number`` counts trials in the order the driver started them (Optuna's trial number, NNI's
-    sequence ID); ``state`` is complete, failed, running, waiting, pruned or cancelled (NNI's and
-    Optuna's states map onto these); ``start`` is a Unix time and ``duration`` seconds (``None``
-    when unknown); ``feasible`` is false when a constraint was violated.
-    """
-
-    number: int
-    trial_id: str
-    state: str
-    params: dict[str, Any]
-    metrics: dict[str, float] = field(default_factory=dict)
-    strategy: str | None = None
-    start: float | None = None
-    duration: float | None = None
-    fail_reason: str | None = None
-    feasible: bool = True
-    policy: Policy | None = None
-
-    def value(self, name: str) -> Any:
-        """A metric by name, or an attribute (``number``, ``state``, ``strategy``, ...)."""
-        return self.metrics[name] if name in self.metrics else getattr(self, name, None)
-
-
-@dataclass
-class Results:
-    """Every trial of one experiment, with what the experiment optimized.
-
-    ``directions`` knows every metric's direction that the experiment implies (its objectives,
-    the workload's metrics, sizes, BOPs and latency to minimize); ``space`` is the search space
-    policies were made in (``None`` when the experiment file is unknown); ``strategy_scores``
-    the per-layer scores of the strategies that seeded or pruned it (``{"name: what": {layer:
-    score}}``, empty when none scored layers or the experiment's cache is gone).
-    """
-
-    experiment: str
-    driver: str
-    workload: str | None
-    rows: list[TrialRow]
-    objectives: list[Objective]
-    directions: dict[str, str]
-    config: ExperimentConfig | None = None
-    space: SearchSpace | None = None
-    strategy_scores: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def complete(self, feasible_only: bool = False) -> list[TrialRow]:
-        """Completed trials in trial order (only feasible ones if asked)."""
-        return [r for r in self.rows if r.state == "complete" and (r.feasible or not feasible_only)]
-
-    def column(self, name: str, rows: Iterable[TrialRow] | None = None) -> list[Any]:
-        """One column of the table: ``results.column("size_ratio")``."""
-        return [row.value(name) for row in (self.rows if rows is None else rows)]
-
-    def direction(self, metric: str) -> str:
-        if metric not in self.directions:
-            known = sorted({m for row in self.rows for m in row.metrics})
-            raise ValueError(f"unknown metric {metric!r} in experiment {self.experiment} "
-                             f"(metrics: {', '.join(known) or 'none recorded'})")
-        return self.directions[metric]
-
+SOURCES = {"nni": nni_source.load_run, "optuna": optuna_source.load_run}
+"""Per driver, the reader of an experiment's trials from the driver's storage."""
 
 def is_storage(source: str) -> bool:
     """An Optuna storage (a database URL or a journal file) rather than an experiment ID."""
-    from ..experiments.optuna_driver import JOURNAL_SUFFIXES
-
     return "://" in source or source.endswith(JOURNAL_SUFFIXES)
 
 
@@ -102,42 +39,34 @@ def load_results(source: str, *, directory: str | os.PathLike | None = None, stu
     from its experiment file: the run directory's, or ``config`` for a bare storage. Without one
     (or with ``policies=False``, which skips building the workload), rows have ``policy=None``.
     """
-    from . import nni_source, optuna_source
-
     if is_storage(source):
         results = optuna_source.load_storage(source, study)
         config_path = Path(config) if config else optuna_source.experiment_file_beside(source)
         if config_path is not None:
             results.config = load_config(config_path)
     else:
-        from ..experiments.launcher import find_run
-
         run_dir = find_run(source, directory)
-        config_path = Path(config) if config else run_dir / "experiment.yaml"
-        experiment = load_config(config_path)
-        loader = nni_source.load_run if experiment.driver == "nni" else optuna_source.load_run
-        results = loader(run_dir, source, experiment)
+        config_path = Path(config) if config else run_dir / EXPERIMENT_FILE
+        results = SOURCES[(experiment := load_config(config_path)).driver](run_dir, source, experiment)
         results.config = experiment
     if policies and results.config is not None:
-        attach_policies(results, cache_dir=config_path.parent / "cache")
+        attach_policies(results, run_dir=config_path.parent)
     return results
 
 
-def attach_policies(results: Results, cache_dir: Path | None = None) -> None:
-    """Build the experiment's search space (as its drivers did) and each trial's policy."""
-    from ..experiments.setup import build_setup
-
+def attach_policies(results: Results, run_dir: Path | None = None) -> None:
+    """Rebuild the space the experiment searched (from its file and what its launch recorded in
+    ``run_dir``, evaluating nothing) and each trial's policy."""
     if results.config is None:
         raise ConfigError(f"experiment {results.experiment}: no experiment file; policies cannot be rebuilt")
-    setup = build_setup(results.config, cache_dir=cache_dir if cache_dir is not None and cache_dir.is_dir() else None)
-    results.space = setup.space
-    results.strategy_scores = setup.strategy_scores()
-    results.workload = setup.workload.name
+    space, scores, workload = recorded_space(results.config, run_dir)
+    objectives = objective_set(results.config, workload)
+    results.space, results.strategy_scores, results.workload = space, scores, workload.name
     metrics = {m for row in results.rows for m in row.metrics}
-    results.directions = metric_directions(setup.objectives.objectives, setup.workload.directions, metrics)
-    results.objectives = list(setup.objectives.objectives)
+    results.directions = metric_directions(objectives.objectives, workload.directions, metrics)
+    results.objectives = list(objectives.objectives)
     for row in results.rows:
         try:
-            row.policy = setup.space.policy_from_params(row.params) if row.params else None
+            row.policy = space.policy_from_params(row.params) if row.params else None
         except (KeyError, ValueError):
             row.policy = None

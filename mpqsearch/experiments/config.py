@@ -1,6 +1,6 @@
 """The experiment file: one YAML file says what to search, how, and for how long.
 
-Example (every key but ``workload`` is optional)::
+Example (every key but ``workload`` is optional; the defaults are the model fields below)::
 
     name: espcn-mixed
     workload: sr-espcn-x2                # built-in name or module:function returning a Workload
@@ -31,8 +31,11 @@ Example (every key but ``workload`` is optional)::
     host: 127.0.0.1                      # where the NNI web UI listens
     directory: ~/mpqsearch-experiments   # results, caches and logs
 
+The schema is declared once, as the pydantic models below (unknown keys refused, no type
+coercion), with its defaults taken from the quantizer's own (:mod:`mpqsearch.quant.spec`).
 Every mistake (unknown key, wrong type, bad value) is a :class:`ConfigError` whose one-line
-message names the file and the key.
+message names the file and the dotted key; command-line overrides are checked as flags
+(:func:`apply_overrides`).
 """
 
 from __future__ import annotations
@@ -40,275 +43,262 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ..quant.spec import CLIPPINGS, EXPORT_TARGETS, GRANULARITIES, SCALE_KINDS, check_bits
-from ..yamlio import read_yaml
-from ..objectives import DIRECTIONS, Constraint, Objective
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
-DRIVERS = ("nni", "optuna")
+from ..files import read_yaml
+from ..objectives import Constraint, Objective
+from ..quant.spec import (
+    CLIPPINGS,
+    DEFAULT_ACT_BITS,
+    DEFAULT_WEIGHT_BITS,
+    EXPORT_TARGETS,
+    GRANULARITIES,
+    SCALE_KINDS,
+    LayerQuantConfig,
+    check_bits,
+)
+from .drivers import DRIVERS
+
+MAX_TRIALS_LIMIT = 1_000_000
+"""A budget beyond this is a typo (NNI keeps trial counts in 32-bit integers)."""
+_BASE = LayerQuantConfig()
 
 
 class ConfigError(ValueError):
-    """An invalid experiment file; the message names the file and the key."""
+    """An invalid experiment file or flag; the message names the file (or flag) and the key."""
 
 
-@dataclass
-class SearchSpaceConfig:
-    weight_bits: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 8])
-    act_bits: list[int] = field(default_factory=lambda: [4, 5, 6, 7, 8])
-    include: list[str] | None = None
-    exclude: list[str] = field(default_factory=list)
-    overrides: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-    scale: str = "product"
-    granularity: str = "per_channel"
-    weight_clipping: str = "mse"
-    act_clipping: str = "max"
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in ``"90"``, ``"30m"``, ``"2h"`` or ``"1d"``."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", str(text))
+    if not match or isinstance(text, bool):
+        raise ValueError(f"expected a duration like 30m, 2h or 1d, got {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
-@dataclass
-class Algorithm:
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
+# --- value types: each check says what it wanted and what it got -------------------------------
+def _bits(value: Any) -> int:
+    check_bits(value)
+    return value
 
 
-@dataclass
-class StrategyRef:
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
+def _bit_list(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of bit widths, got {value!r}")
+    return value
 
 
-@dataclass
-class Strategies:
-    seed: list[StrategyRef] = field(default_factory=list)
-    prune: list[StrategyRef] = field(default_factory=list)
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"must be a positive integer, got {value!r}")
+    return value
 
 
-@dataclass
-class Budget:
-    max_trials: int = 20
-    max_duration: str | None = None  # "30m", "2h", "1d" or seconds
-    concurrency: int = 1
+def _duration(value: Any) -> str | None:
+    if value is None:
+        return None
+    parse_duration(value)
+    return str(value)
+
+
+def _named(value: Any) -> Any:
+    """``NSGAII`` is short for ``{name: NSGAII}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+Bits = Annotated[int, BeforeValidator(_bits)]
+BitList = Annotated[list[Bits], BeforeValidator(_bit_list)]
+PositiveInt = Annotated[int, BeforeValidator(_positive_int)]
+
+
+class _Section(BaseModel):
+    """Unknown keys refused; every field's type is strict itself (no ``"8"`` for 8), so the entries
+    of ``objectives`` and ``constraints`` may be mappings."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SearchSpaceConfig(_Section):
+    """What every layer may choose, and the quantizer settings of every policy."""
+
+    weight_bits: BitList = list(DEFAULT_WEIGHT_BITS)
+    act_bits: BitList = list(DEFAULT_ACT_BITS)
+    include: list[StrictStr] | None = None
+    exclude: list[StrictStr] = []
+    overrides: dict[StrictStr, dict[Literal["weight_bits", "act_bits"], BitList]] = {}
+    scale: Literal[SCALE_KINDS] = _BASE.scale
+    granularity: Literal[GRANULARITIES] = _BASE.granularity
+    weight_clipping: Literal[CLIPPINGS] = _BASE.weight_clipping
+    act_clipping: Literal[CLIPPINGS] = _BASE.act_clipping
+
+    def base(self) -> LayerQuantConfig:
+        """The non-bit settings as a layer config (bits are the space's to choose)."""
+        return LayerQuantConfig(scale=self.scale, granularity=self.granularity,
+                                weight_clipping=self.weight_clipping, act_clipping=self.act_clipping)
+
+
+class Algorithm(_Section):
+    """A tuner, sampler or strategy by name, with its keyword arguments."""
+
+    name: StrictStr
+    args: dict[StrictStr, Any] = {}
+
+
+Named = Annotated[Algorithm, BeforeValidator(_named)]
+
+
+class Strategies(_Section):
+    seed: list[Named] = []
+    prune: list[Named] = []
+
+
+class Budget(_Section):
+    max_trials: PositiveInt = Field(20, le=MAX_TRIALS_LIMIT)
+    max_duration: Annotated[str | None, BeforeValidator(_duration)] = None
+    """``"30m"``, ``"2h"``, ``"1d"`` or seconds."""
+    concurrency: PositiveInt = 1
 
     @property
     def max_seconds(self) -> float | None:
         return None if self.max_duration is None else parse_duration(self.max_duration)
 
 
-@dataclass
-class LatencyConfig:
-    backend: str = "onnxruntime"
-    threads: int = 1
-    target: str = "portable"
+class LatencyConfig(_Section):
+    backend: StrictStr = "onnxruntime"
+    threads: PositiveInt = 1
+    target: Literal[EXPORT_TARGETS] = "portable"
 
 
-@dataclass
-class ExperimentConfig:
-    workload: str
-    name: str | None = None
-    driver: str = "optuna"
-    search_space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
-    objectives: list[Objective] = field(default_factory=list)
-    constraints: list[Constraint] = field(default_factory=list)
-    tuner: Algorithm = field(default_factory=lambda: Algorithm("MultiObjective"))
-    sampler: Algorithm = field(default_factory=lambda: Algorithm("NSGAII"))
-    strategies: Strategies = field(default_factory=Strategies)
-    budget: Budget = field(default_factory=Budget)
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    storage: str | None = None
-    port: int = 8080
-    host: str = "127.0.0.1"
-    directory: str = "~/mpqsearch-experiments"
-    source: str = "<config>"
+class ExperimentConfig(_Section):
+    """One experiment file; ``source`` is the file it was read from (for messages)."""
+
+    workload: StrictStr
+    name: StrictStr | None = None
+    driver: Literal[DRIVERS] = "optuna"
+    search_space: SearchSpaceConfig = SearchSpaceConfig()
+    objectives: list[Objective] = []
+    constraints: list[Constraint] = []
+    tuner: Named = Algorithm(name="MultiObjective")
+    sampler: Named = Algorithm(name="NSGAII")
+    strategies: Strategies = Strategies()
+    budget: Budget = Budget()
+    latency: LatencyConfig = LatencyConfig()
+    storage: StrictStr | None = None
+    port: PositiveInt = Field(8080, le=65535)
+    host: StrictStr = "127.0.0.1"
+    directory: StrictStr = "~/mpqsearch-experiments"
+    source: str = Field("<config>", exclude=True)
 
     @property
     def experiment_dir(self) -> Path:
         return Path(os.path.expanduser(self.directory))
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        data = asdict(self)
-        data.pop("source")
-        return data
+        """Plain data (lists, mappings, numbers, strings) that :func:`parse_config` reads back."""
+        return self.model_dump(mode="json")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+# --- errors as one line naming the key ----------------------------------------------------------
+def _key(loc: tuple[Any, ...]) -> str:
+    key = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
 
 
-def parse_duration(text: str | int | float) -> float:
-    """Seconds in ``"90"``, ``"30m"``, ``"2h"`` or ``"1d"``."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"expected a duration like 30m, 2h or 1d, got {text!r}")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+def _choices(ctx: Mapping[str, Any]) -> str:
+    """Pydantic's ``'a', 'b' or 'c'`` as ``a, b, c``."""
+    return str(ctx.get("expected", "")).replace(" or ", ", ").replace("'", "")
 
 
-class _Reader:
-    """Reads one mapping with type checks; every error names the file and the dotted key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {key}: {problem}")
-
-    def mapping(self, key: str, value: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"must be a mapping, got {type(value).__name__}")
-        for name in value:
-            if name not in allowed:
-                raise self.fail(f"{key}.{name}" if key else str(name),
-                                f"unknown key (expected one of {', '.join(allowed)})")
-        return value
-
-    def typed(self, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise self.fail(key, f"must be {what}, got {value!r}")
-        if not isinstance(value, kind):
-            raise self.fail(key, f"must be {what}, got {value!r}")
-        return value
-
-    def choice(self, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-        if value not in allowed:
-            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
-        return value
-
-    def bits(self, key: str, value: Any) -> list[int]:
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, f"must be a non-empty list of bit widths, got {value!r}")
-        for i, b in enumerate(value):
-            try:
-                check_bits(b)
-            except ValueError as err:
-                raise self.fail(f"{key}[{i}]", str(err)) from None
-        return list(value)
-
-    def strings(self, key: str, value: Any) -> list[str]:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(key, f"must be a list of strings, got {value!r}")
-        return list(value)
-
-    def positive_int(self, key: str, value: Any) -> int:
-        self.typed(key, value, int, "a positive integer")
-        if value <= 0:
-            raise self.fail(key, f"must be a positive integer, got {value}")
-        return value
+def _problem(error: Mapping[str, Any]) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "literal_error" and error["loc"][-1:] == ("[key]",):
+        return f"unknown key (expected one of {_choices(ctx)})"
+    if kind == "missing":
+        return "missing"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "literal_error":
+        return f"must be one of {_choices(ctx)}, got {value!r}"
+    if kind in ("less_than_equal", "greater_than_equal"):
+        bound = "at most" if kind == "less_than_equal" else "at least"
+        return f"must be {bound} {ctx.get('le', ctx.get('ge'))}, got {value!r}"
+    wanted = {"dict_type": "a mapping", "model_type": "a mapping", "dataclass_type": "a mapping",
+              "list_type": "a list", "string_type": "a string", "float_type": "a number", "int_type": "an integer",
+              "bool_type": "true or false"}.get(kind)
+    if wanted:
+        return f"must be {wanted}, got {value!r}"
+    return f"{error['msg']}, got {value!r}"
 
 
-def _search_space(r: _Reader, data: Any) -> SearchSpaceConfig:
-    keys = tuple(SearchSpaceConfig.__dataclass_fields__)
-    data = r.mapping("search_space", data, keys)
-    config = SearchSpaceConfig()
-    for name in ("weight_bits", "act_bits"):
-        if name in data:
-            setattr(config, name, r.bits(f"search_space.{name}", data[name]))
-    if data.get("include") is not None:
-        config.include = r.strings("search_space.include", data["include"])
-    if "exclude" in data:
-        config.exclude = r.strings("search_space.exclude", data["exclude"])
-    overrides = data.get("overrides") or {}
-    if not isinstance(overrides, Mapping):
-        raise r.fail("search_space.overrides", "must map layer patterns to {weight_bits, act_bits}")
-    for pattern, settings in overrides.items():
-        key = f"search_space.overrides.{pattern}"
-        settings = r.mapping(key, settings, ("weight_bits", "act_bits"))
-        config.overrides[str(pattern)] = {k: r.bits(f"{key}.{k}", v) for k, v in settings.items()}
-    for name, allowed in (("scale", SCALE_KINDS), ("granularity", GRANULARITIES),
-                          ("weight_clipping", CLIPPINGS), ("act_clipping", CLIPPINGS)):
-        if name in data:
-            setattr(config, name, r.choice(f"search_space.{name}", data[name], allowed))
-    return config
+def config_error(err: ValidationError, source: str, flags: Mapping[str, str] | None = None) -> ConfigError:
+    """The first error of ``err`` as one line: ``source: key: problem``, or ``--flag: problem``
+    where the key was set by a flag named in ``flags`` (key -> flag)."""
+    error = err.errors()[0]
+    loc, key, problem = error["loc"], _key(error["loc"]), _problem(error)
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        if model is not None:
+            problem += f" (expected one of {', '.join(_fields(model))})"
+    if key == "workload" and problem == "missing":
+        problem += " (a built-in workload name or module:function)"
+    if flags and key in flags:
+        return ConfigError(f"{flags[key]}: {problem}")
+    return ConfigError(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
 
 
-def _algorithm(r: _Reader, key: str, data: Any, default: Algorithm) -> Algorithm:
-    if data is None:
-        return default
-    if isinstance(data, str):
-        return Algorithm(data)
-    data = r.mapping(key, data, ("name", "args"))
-    name = r.typed(f"{key}.name", data.get("name"), str, "a name")
-    args = data.get("args") or {}
-    r.typed(f"{key}.args", args, Mapping, "a mapping")
-    return Algorithm(name, dict(args))
+def _schema_fields(model: Any) -> dict[str, Any]:
+    return getattr(model, "model_fields", None) or getattr(model, "__pydantic_fields__", None) or {}
 
 
-def _strategies(r: _Reader, data: Any) -> Strategies:
-    data = r.mapping("strategies", data, ("seed", "prune"))
-    result = Strategies()
-    for phase in ("seed", "prune"):
-        items = data.get(phase) or []
-        if not isinstance(items, list):
-            raise r.fail(f"strategies.{phase}", "must be a list of strategies")
-        for i, item in enumerate(items):
-            algo = _algorithm(r, f"strategies.{phase}[{i}]", item, Algorithm(""))
-            getattr(result, phase).append(StrategyRef(algo.name, algo.args))
-    return result
+def _fields(model: Any) -> list[str]:
+    """The file keys of a schema model (``source`` is not one)."""
+    return [name for name, field in _schema_fields(model).items() if not field.exclude]
+
+
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    """The schema model at ``loc`` (a path of keys and list indices), or ``None`` if it is no model."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = _schema_fields(model)
+        if part not in fields:
+            return None
+        model = next((t for t in _inner(fields[part].annotation) if _fields(t)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _inner(annotation: Any) -> list[Any]:
+    """``annotation`` and the types inside it (``list[X]``, ``X | None``, ``Annotated[X, ...]``)."""
+    found, stack = [], [annotation]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(getattr(current, "__args__", ()) or ())
+        if getattr(current, "__metadata__", None) is not None:
+            stack.append(current.__origin__)
+    return found
 
 
 def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
     """Validate a loaded experiment mapping; see the module docstring for the schema."""
-    r = _Reader(source)
-    top = tuple(k for k in ExperimentConfig.__dataclass_fields__ if k != "source")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: an experiment file must be a YAML mapping")
-    data = r.mapping("", data, top)
-    if "workload" not in data:
-        raise r.fail("workload", "missing (a built-in workload name or module:function)")
-    config = ExperimentConfig(workload=r.typed("workload", data["workload"], str, "a workload name"), source=source)
-    if data.get("name") is not None:
-        config.name = r.typed("name", data["name"], str, "a string")
-    if "driver" in data:
-        config.driver = r.choice("driver", data["driver"], DRIVERS)
-    config.search_space = _search_space(r, data.get("search_space"))
-    for i, item in enumerate(data.get("objectives") or []):
-        item = r.mapping(f"objectives[{i}]", item, ("metric", "direction"))
-        metric = r.typed(f"objectives[{i}].metric", item.get("metric"), str, "a metric name")
-        config.objectives.append(Objective(metric, r.choice(f"objectives[{i}].direction", item.get("direction"), DIRECTIONS)))
-    for i, item in enumerate(data.get("constraints") or []):
-        item = r.mapping(f"constraints[{i}]", item, ("metric", "max", "min"))
-        metric = r.typed(f"constraints[{i}].metric", item.get("metric"), str, "a metric name")
-        bounds = {k: r.typed(f"constraints[{i}].{k}", item[k], (int, float), "a number") for k in ("max", "min") if item.get(k) is not None}
-        if not bounds:
-            raise r.fail(f"constraints[{i}]", "needs max or min")
-        config.constraints.append(Constraint(metric, **{k: float(v) for k, v in bounds.items()}))
-    config.tuner = _algorithm(r, "tuner", data.get("tuner"), config.tuner)
-    config.sampler = _algorithm(r, "sampler", data.get("sampler"), config.sampler)
-    config.strategies = _strategies(r, data.get("strategies"))
-    budget = r.mapping("budget", data.get("budget"), ("max_trials", "max_duration", "concurrency"))
-    if "max_trials" in budget:
-        config.budget.max_trials = r.positive_int("budget.max_trials", budget["max_trials"])
-    if "concurrency" in budget:
-        config.budget.concurrency = r.positive_int("budget.concurrency", budget["concurrency"])
-    if budget.get("max_duration") is not None:
-        try:
-            parse_duration(budget["max_duration"])
-        except ValueError as err:
-            raise r.fail("budget.max_duration", str(err)) from None
-        config.budget.max_duration = str(budget["max_duration"])
-    latency = r.mapping("latency", data.get("latency"), ("backend", "threads", "target"))
-    if "backend" in latency:
-        config.latency.backend = r.typed("latency.backend", latency["backend"], str, "a backend name")
-    if "threads" in latency:
-        config.latency.threads = r.positive_int("latency.threads", latency["threads"])
-    if "target" in latency:
-        config.latency.target = r.choice("latency.target", latency["target"], EXPORT_TARGETS)
-    if data.get("storage") is not None:
-        config.storage = r.typed("storage", data["storage"], str, "a storage URL or file")
-    if "port" in data:
-        port = r.positive_int("port", data["port"])
-        if port > 65535:
-            raise r.fail("port", f"must be at most 65535, got {port}")
-        config.port = port
-    if "host" in data:
-        config.host = r.typed("host", data["host"], str, "an address")
-    if "directory" in data:
-        config.directory = r.typed("directory", data["directory"], str, "a path")
-    return config
+    try:
+        return ExperimentConfig.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise config_error(err, source) from None
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:

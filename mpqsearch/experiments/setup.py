@@ -1,9 +1,11 @@
 """From an experiment file to what every driver needs: workload, space, seeds, objectives.
 
-Both drivers, and every NNI trial process, build the same :class:`ExperimentSetup` from the
-same file, so a trial evaluates exactly what the launcher planned. Prune strategies can be
-costly (one probe trial per layer): with a cache directory the first setup stores the pruned
-choices there, and every later one (trial processes, workers, a resume) reads them back.
+Both drivers, and every trial process, build the same :class:`ExperimentSetup` from the same
+file, so a trial evaluates exactly what the launcher planned. Prune strategies can be costly (one
+probe trial per layer): with a cache directory the first setup stores the pruned choices there,
+and every later one (trial processes, workers, a resume) reads them back. The launcher also writes
+the searched space and the strategies' scores into the run directory (:meth:`ExperimentSetup.record`),
+from which a report rebuilds policies without evaluating anything (:func:`recorded_space`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from ..objectives import Objective, ObjectiveSet, available_metrics
 from ..policy import Policy
-from ..quant.spec import LayerQuantConfig
 from ..search_spaces import SearchSpace
 from ..strategies import Strategy, StrategyContext, get_strategy
 from ..trials.evaluate import Evaluator, TrialResult
@@ -22,7 +26,9 @@ from ..trials.isolation import TrialLock
 from ..trials.latency import backend_options
 from ..workloads import Workload, get_workload
 from .config import ConfigError, ExperimentConfig
-from ..objectives import Objective, ObjectiveSet, available_metrics
+from .runs import read_json, save_json
+
+SPACE_FILE = "space.json"
 
 
 @dataclass
@@ -46,7 +52,7 @@ class ExperimentSetup:
 
     def warm_up(self) -> None:
         """Compute once, before any trial, what trials share through the cache: the FP32
-        metrics, the calibration statistics and the latency lookup table."""
+        metrics, the calibration statistics and whatever the latency backend measures ahead."""
         self.evaluator.reference  # noqa: B018 - the properties compute and store
         self.evaluator.act_stats  # noqa: B018
         self.evaluator.prepare_latency()
@@ -67,6 +73,11 @@ class ExperimentSetup:
         """Per-layer scores of the strategies that seeded or pruned this experiment (``{"name:
         what the score is": {layer: score}}``), as kept in the cache when they ran."""
         return dict(self.evaluator.cache.load("strategy_scores") or {}) if self.evaluator.cache else {}
+
+    def record(self, run_dir: Path) -> None:
+        """Write the searched space's choices and the strategies' scores into ``run_dir``."""
+        save_json(run_dir, SPACE_FILE, {"weight": self.space.weight_choices, "act": self.space.act_choices,
+                                        "strategy_scores": self.strategy_scores()})
 
     def run_trial(self, params: dict[str, Any]) -> TrialOutcome:
         """Evaluate the policy of one parameter assignment; raises TrialError on failure."""
@@ -93,30 +104,52 @@ def _keep_scores(strategy: Strategy, context: StrategyContext) -> None:
                                        f"{strategy.name}: {strategy.score_label}": scores})
 
 
-def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = None,
-                threads: int | None = None) -> ExperimentSetup:
-    """Load the workload, build and prune the search space; configuration errors name the key."""
+def load_workload(config: ExperimentConfig) -> Workload:
     try:
-        workload = get_workload(config.workload)
+        return get_workload(config.workload)
     except ValueError as err:
         raise ConfigError(f"{config.source}: workload: {err}") from None
+
+
+def build_space(config: ExperimentConfig, workload: Workload, model: nn.Module) -> SearchSpace:
+    """The search space the experiment file describes, before pruning."""
+    options = config.search_space
+    try:
+        return SearchSpace.from_model(
+            model, workload.example_input, weight_bits=options.weight_bits, act_bits=options.act_bits,
+            include=options.include, exclude=options.exclude, overrides=options.overrides, base=options.base())
+    except ValueError as err:
+        raise ConfigError(f"{config.source}: search_space: {err}") from None
+
+
+def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = None,
+                threads: int | None = None) -> ExperimentSetup:
+    """Load the workload, build and prune the search space; configuration errors name the key.
+    Nothing is written to ``cache_dir`` until something is computed."""
+    workload = load_workload(config)
     latency_options = backend_options(config.latency.backend, config.latency.threads, config.latency.target)
-    lock = TrialLock(Path(cache_dir) / "trials.lock") if cache_dir is not None and config.budget.concurrency > 1 else None
+    shared = cache_dir is not None and config.budget.concurrency > 1
+    lock = TrialLock(Path(cache_dir) / "trials.lock") if shared else None
     try:
         evaluator = Evaluator(workload, latency=config.latency.backend, latency_options=latency_options,
                               threads=threads, cache_dir=cache_dir, lock=lock)
     except ValueError as err:
         raise ConfigError(f"{config.source}: latency: {err}") from None
-    options = config.search_space
-    base = LayerQuantConfig(8, 8, options.scale, options.granularity, options.weight_clipping, options.act_clipping)
-    try:
-        space = SearchSpace.from_model(
-            evaluator.model, workload.example_input, weight_bits=options.weight_bits, act_bits=options.act_bits,
-            include=options.include, exclude=options.exclude, overrides=options.overrides, base=base)
-    except ValueError as err:
-        raise ConfigError(f"{config.source}: search_space: {err}") from None
+    space = build_space(config, workload, evaluator.model)
     objectives = objective_set(config, workload)
     return ExperimentSetup(config, workload, evaluator, _pruned(config, space, evaluator), objectives)
+
+
+def recorded_space(config: ExperimentConfig, run_dir: Path | None) -> tuple[SearchSpace, dict[str, Any], Workload]:
+    """The space an experiment searched, rebuilt from its file and the choices the launcher
+    recorded in ``run_dir`` (no evaluation: the workload's model is only traced), the strategies'
+    scores, and the workload. Without a record, the unpruned space."""
+    workload = load_workload(config)
+    space = build_space(config, workload, workload.build_model().eval())
+    record = read_json(run_dir, SPACE_FILE) if run_dir is not None else None
+    if not record:
+        return space, {}, workload
+    return space.restrict(weight=record["weight"], act=record["act"]), record.get("strategy_scores", {}), workload
 
 
 def objective_set(config: ExperimentConfig, workload: Workload) -> ObjectiveSet:
@@ -146,7 +179,7 @@ def _pruned(config: ExperimentConfig, space: SearchSpace, evaluator: Evaluator) 
     choices are reused while the search space options and prune strategies stay the same)."""
     if not config.strategies.prune:
         return space
-    key = repr((config.search_space, config.strategies.prune))
+    key = repr((config.search_space.model_dump(), [ref.model_dump() for ref in config.strategies.prune]))
     stored = evaluator.cache.load("pruned_space") if evaluator.cache else None
     if stored is not None and stored["key"] == key:
         return space.restrict(weight=stored["weight"], act=stored["act"])
@@ -160,9 +193,4 @@ def _pruned(config: ExperimentConfig, space: SearchSpace, evaluator: Evaluator) 
     return space
 
 
-def run_directory(config: ExperimentConfig, experiment_id: str) -> Path:
-    """Where one experiment keeps its files: ``<directory>/<id>/``."""
-    return config.experiment_dir / experiment_id
-
-
-__all__ = ["ExperimentSetup", "TrialOutcome", "build_setup", "run_directory"]
+__all__ = ["ExperimentSetup", "TrialOutcome", "build_setup", "build_space", "objective_set", "recorded_space"]

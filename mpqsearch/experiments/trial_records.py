@@ -8,20 +8,17 @@ reads them without importing NNI.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from ..files import write_atomic
 
 TRIALS_DIR = "trials"
 
 
 def write_trial_record(run_dir: Path, name: str, record: dict[str, Any]) -> None:
     """Write (or replace) trial ``name``'s record; readers never see half a file."""
-    directory = run_dir / TRIALS_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, directory / f"{name}.json")
+    write_atomic(run_dir / TRIALS_DIR / f"{name}.json", lambda handle: json.dump(record, handle, indent=1))
 
 
 def read_trial_records(run_dir: Path) -> dict[str, dict[str, Any]]:

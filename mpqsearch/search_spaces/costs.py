@@ -78,6 +78,16 @@ def model_size_bytes(model_or_space: nn.Module | SearchSpace, policy: Policy) ->
     return math.ceil((bits + sum(act_scales.values())) / 8)
 
 
+def fp32_size_bytes(space: SearchSpace) -> int:
+    """Bytes of the model with every tensor in float32 (the all-32 policy)."""
+    return model_size_bytes(space, Policy.uniform(space.fingerprint(), FLOAT_BITS, FLOAT_BITS))
+
+
+def size_ratio(space: SearchSpace, policy: Policy) -> float:
+    """``policy``'s size as a fraction of the FP32 model's: the ``size_ratio`` every trial reports."""
+    return model_size_bytes(space, policy) / fp32_size_bytes(space)
+
+
 def bit_operations(space: SearchSpace, policy: Policy) -> int:
     """BOPs: each layer's MACs times its weight bits times the bits of the activation it reads.
 

@@ -8,7 +8,7 @@ drivers accept both.
 
 from __future__ import annotations
 
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,25 +28,27 @@ class StrategyContext:
 
 
 class Strategy(ABC):
-    """Base class: override ``seed``, ``prune`` or both, and ``scores`` where the strategy ranks
-    layers (``mpqsearch seed`` prints them; the report plots them)."""
+    """Base class: a strategy scores layers, seeds policies and prunes choices; one that does not
+    rank layers returns no scores, one that does not seed returns no policies, one that does not
+    prune returns the space as it is. Register a subclass with :func:`register_strategy`.
+    ``mpqsearch seed`` prints all three; the report plots the scores."""
 
     name = "strategy"
     score_label = "score"
     """What :meth:`scores` holds, for table headers and axis titles (e.g. ``"PSNR drop (dB)"``)."""
 
+    @abstractmethod
     def scores(self, context: StrategyContext) -> dict[str, float]:
         """Per-layer score in network order, higher meaning the layer deserves more bits; empty
         where the strategy does not rank layers."""
-        return {}
 
+    @abstractmethod
     def seed(self, context: StrategyContext) -> list[Policy]:
         """Policies to evaluate before the search's own suggestions; each must lie in ``context.space``."""
-        return []
 
+    @abstractmethod
     def prune(self, context: StrategyContext) -> SearchSpace:
-        """A narrowed copy of ``context.space`` (see :meth:`SearchSpace.restrict`)."""
-        return context.space
+        """A narrowed copy of ``context.space`` (see :meth:`SearchSpace.restrict`), or the space itself."""
 
 
 def nearest_choice(choices: Iterable[int], bits: int) -> int:

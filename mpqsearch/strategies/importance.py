@@ -54,7 +54,7 @@ import torch
 from ..policy import Policy
 from ..quant.spec import check_bits
 from ..search_spaces import SearchSpace
-from ..search_spaces.costs import model_size_bytes
+from ..search_spaces.costs import fp32_size_bytes, model_size_bytes, size_ratio
 from ..trials.evaluate import Evaluator
 from ..trials.threads import torch_threads
 from .base import Strategy, StrategyContext, distinct, policy_from_bits, register_strategy
@@ -198,7 +198,7 @@ class ImportanceStrategy(Strategy):
 
     def _allocate(self, context: StrategyContext, importance: dict[str, float], ratio: float) -> Policy:
         space = context.space
-        budget = ratio * context.evaluator.fp32_size
+        budget = ratio * fp32_size_bytes(space)
         floor = FLOOR_SHARE * (max(importance.values(), default=0.0) or 1.0)
         searched = [n for n in space.names if len(space.weight_choices[n]) > 1]
         choices = {n: sorted(space.weight_choices[n]) for n in searched}
@@ -206,7 +206,7 @@ class ImportanceStrategy(Strategy):
         policy = policy_from_bits(space, bits, self.act_bits)
         if model_size_bytes(space, policy) > budget:
             warnings.warn(f"importance: even the lowest weight bits exceed the size budget {ratio:g} of FP32 "
-                          f"({model_size_bytes(space, policy) / context.evaluator.fp32_size:.3f}); seeding them")
+                          f"({size_ratio(space, policy):.3f}); seeding them", stacklevel=2)
             return policy
 
         def gain_per_bit(name: str) -> float:

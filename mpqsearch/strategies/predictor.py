@@ -110,7 +110,7 @@ def pooled_features(model: nn.Module, inputs: Iterable[Any], grids: Sequence[int
             raise ValueError(f"input of shape {tuple(args[0].shape)} is smaller than one {patch}x{patch} patch")
         calls: dict[str, list[torch.Tensor]] = {}
 
-        def record(layer: str, value: torch.Tensor) -> None:
+        def record(layer: str, value: torch.Tensor, calls: dict = calls, cells: tuple[int, int] = cells) -> None:
             calls.setdefault(layer, []).append(pyramid_pool(value, grids, cells))
 
         if analysis.traced:

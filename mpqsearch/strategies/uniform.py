@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..policy import Policy
+from ..search_spaces import SearchSpace
 from .base import Strategy, StrategyContext, policy_from_bits, register_strategy
 
 
@@ -21,5 +22,11 @@ class UniformStrategy(Strategy):
         if any(len(pair) != 2 for pair in self.bits):
             raise TypeError(f"bits must be [weight_bits, act_bits] pairs, got {bits!r}")
 
+    def scores(self, context: StrategyContext) -> dict[str, float]:
+        return {}  # every layer alike
+
     def seed(self, context: StrategyContext) -> list[Policy]:
         return [policy_from_bits(context.space, weight, act) for weight, act in self.bits]
+
+    def prune(self, context: StrategyContext) -> SearchSpace:
+        return context.space

@@ -11,5 +11,6 @@ share what trials have in common, and refine a chosen policy by QAT.
 from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".evaluate": ["Evaluator", "MetricError", "QuantizationError", "TrialError", "TrialResult", "evaluate_policy"],
+    ".errors": ["MetricError", "QuantizationError", "TrialError"],
+    ".evaluate": ["Evaluator", "TrialResult", "evaluate_policy"],
 })

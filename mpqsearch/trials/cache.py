@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..files import write_atomic
 
-def _update_hash(digest: "hashlib._Hash", value: Any) -> None:
+
+def _update_hash(digest: hashlib._Hash, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         digest.update(str((value.dtype, tuple(value.shape))).encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
@@ -52,11 +53,11 @@ def fingerprint(model: nn.Module, *data: Iterable[Any]) -> str:
 
 
 class TrialCache:
-    """Files under ``directory/key``: ``load`` returns ``None`` for a missing entry."""
+    """Files under ``directory/key`` (created with the first entry): ``load`` returns ``None``
+    for a missing entry."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
         self.path = Path(directory) / key
-        self.path.mkdir(parents=True, exist_ok=True)
 
     def load(self, name: str) -> Any:
         file = self.path / f"{name}.pt"
@@ -65,11 +66,4 @@ class TrialCache:
         return torch.load(file, weights_only=True)
 
     def save(self, name: str, value: Any) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(value, handle)
-            os.replace(tmp, self.path / f"{name}.pt")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path / f"{name}.pt", lambda handle: torch.save(value, handle), binary=True)

@@ -25,24 +25,13 @@ from ..quant.observers import ActivationStats
 from ..quant.spec import FLOAT_BITS
 from ..quant.transform import Prepared, collect_activation_stats, prepare
 from ..search_spaces import SearchSpace
-from ..search_spaces.costs import bit_operations, model_size_bytes
-from .cache import TrialCache, fingerprint
-from .isolation import TrialLock
-from .threads import torch_threads
-from .latency import LatencyRequest, LatencyResult, LookupTableBackend, get_latency_backend
+from ..search_spaces.costs import bit_operations, fp32_size_bytes, model_size_bytes, size_ratio
 from ..workloads.base import Workload
-
-
-class TrialError(RuntimeError):
-    """A trial that cannot give a true result; drivers record it as failed with this message."""
-
-
-class QuantizationError(TrialError):
-    """Applying the policy to the model failed."""
-
-
-class MetricError(TrialError):
-    """The metric came out NaN or infinite."""
+from .cache import TrialCache, fingerprint
+from .errors import MetricError, QuantizationError
+from .isolation import TrialLock
+from .latency import LatencyRequest, LatencyResult, get_latency_backend
+from .threads import torch_threads
 
 
 @dataclass
@@ -114,9 +103,8 @@ class Evaluator:
             self.cache = TrialCache(cache_dir, key)
         self.space = SearchSpace.from_model(self.model, workload.example_input)
         self.latency_backend = get_latency_backend(latency, **dict(latency_options or {}))
-        self._fp32_policy = Policy.uniform(self.space, FLOAT_BITS, FLOAT_BITS)
-        self.fp32_size = model_size_bytes(self.space, self._fp32_policy)
-        self.fp32_bops = bit_operations(self.space, self._fp32_policy)
+        self.fp32_size = fp32_size_bytes(self.space)
+        self.fp32_bops = bit_operations(self.space, Policy.uniform(self.space, FLOAT_BITS, FLOAT_BITS))
         self._reference: dict[str, float] | None = self.cache.load("reference") if self.cache else None
         self._act_stats: dict[str, ActivationStats] | None = None
         self.weight_scales: dict[Any, torch.Tensor] = dict(self.cache.load("weight_scales") or {}) if self.cache else {}
@@ -217,7 +205,7 @@ class Evaluator:
             reference=dict(reference),
             drops={name: self._drop(name, value) for name, value in metrics.items() if name in reference},
             size_bytes=size,
-            size_ratio=size / self.fp32_size,
+            size_ratio=size_ratio(self.space, policy),
             bops=bops,
             bops_ratio=bops / self.fp32_bops if self.fp32_bops else 1.0,
             latency=latency,
@@ -227,18 +215,12 @@ class Evaluator:
 
     @property
     def latency_isolation(self) -> str:
-        if isinstance(self.latency_backend, LookupTableBackend):
-            return "table"
-        return "exclusive" if self.lock else "sole"
+        return self.latency_backend.isolation(self.lock is not None)
 
     def prepare_latency(self) -> None:
-        """Measure ahead what the latency backend caches (every lookup-table entry), so that no
-        trial measures it while others compute."""
-        if isinstance(self.latency_backend, LookupTableBackend):
-            for bits in (8, 16, FLOAT_BITS):
-                policy = Policy.uniform(self.space, bits, bits)
-                self.latency_backend.measure(LatencyRequest(self.model, None, self.workload.example_input,
-                                                            self.space, policy))
+        """Measure ahead what the latency backend caches, so that no trial measures it while
+        others compute."""
+        self.latency_backend.prepare(self.model, self.workload.example_input, self.space)
 
 
 def _stats_state(stats: Mapping[str, ActivationStats]) -> dict[str, Any]:

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from . import data
+from .base import Workload
 from .cfqp import cfqp_workload
 from .metrics import mean_metric, sr_metric, top1
 from .models import load_trained
 from .training import CONFIGS, Batch, digit_batches, sr_patches
-from .base import Workload
 
 DIGITS_EVAL_BATCH = 128
 DIGITS_CALIB_BATCHES = 4
@@ -41,7 +41,7 @@ def _train_batches(name: str) -> Iterator[Batch]:
     return sr_patches(data.sr_pairs("train"), CONFIGS[name], data.SCALE, generator)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bicubic_baselines(scale: int) -> dict[str, float]:
     return mean_metric(lambda lr: data.resize_bicubic(lr, scale), data.eval_pairs("test", scale), sr_metric(scale))
 

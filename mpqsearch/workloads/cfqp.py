@@ -45,8 +45,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .data import resize_bicubic
 from .base import Workload
+from .data import resize_bicubic
 
 SOURCES = ("input", "output", "downscaled")
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))

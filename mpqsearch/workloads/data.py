@@ -119,7 +119,7 @@ def centre_crop(pair: SRPair, hr_size: int, scale: int) -> SRPair:
             hr[..., top * scale:(top + size) * scale, left * scale:(left + size) * scale])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sr_pairs(split: str, scale: int = SCALE, crop: int | None = None) -> tuple[SRPair, ...]:
     """The ``(lr, hr)`` pairs of one split (``train``, ``calibration``, ``test``), cached.
 
@@ -137,7 +137,7 @@ def eval_pairs(split: str, scale: int = SCALE) -> tuple[SRPair, ...]:
     return sr_pairs(split, scale, EVAL_CROP)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn digits ``train`` or ``test``: inputs ``[N, 1, 8, 8]`` in [0, 1], labels ``[N]``."""
     from sklearn.datasets import load_digits

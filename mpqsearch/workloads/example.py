@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from ..example import EXAMPLE_INPUT_SHAPE, ExampleNet, build
-from .metrics import top1
 from .base import Workload
+from .metrics import top1
 
 
 def synthetic_images(count: int, generator: torch.Generator) -> torch.Tensor:

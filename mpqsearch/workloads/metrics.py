@@ -43,7 +43,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(PEAK**2 / mse)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-0.5 * (x / sigma) ** 2)

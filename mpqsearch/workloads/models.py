@@ -161,7 +161,7 @@ class DenseBlock(nn.Module):
         that read it, so the block computes the same function (LeakyReLU is positively
         homogeneous: ``lrelu(a x) = a lrelu(x)``)."""
         first = self.convs[0].in_channels  # the block input's channels come first in every concat
-        for k, (conv, factor) in enumerate(zip(self.convs, factors)):
+        for k, (conv, factor) in enumerate(zip(self.convs, factors, strict=True)):
             conv.weight.mul_(factor)
             conv.bias.mul_(factor)
             channels = slice(first + k * conv.out_channels, first + (k + 1) * conv.out_channels)

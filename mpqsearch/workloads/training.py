@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from . import data
+from .base import MetricFn
 from .metrics import mean_metric, sr_metric, top1
 from .models import MODELS, RRDBNet, weights_path
-from .base import MetricFn
 
 TRAIN_THREADS = 2
 EQUALIZE_BATCHES = 8

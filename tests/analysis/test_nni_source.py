@@ -16,7 +16,8 @@ def test_records_and_database_events_merge_into_rows(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.execute(SCHEMA)
         params = json.dumps({"parameter_id": 0, "parameters": {"stem/w": 4}})
-        conn.executemany("INSERT INTO TrialJobEvent (timestamp, trialJobId, event, data, sequenceId) VALUES (?, ?, ?, ?, ?)", [
+        conn.executemany("INSERT INTO TrialJobEvent (timestamp, trialJobId, event, data, sequenceId) "
+                         "VALUES (?, ?, ?, ?, ?)", [
             (1_000_000, "AAAAA", "WAITING", params, 0), (1_001_000, "AAAAA", "RUNNING", params, 0),
             (1_004_500, "AAAAA", "FAILED", None, 0),
             (1_002_000, "BBBBB", "RUNNING", json.dumps({"parameters": {"stem/w": 8}}), 1),
@@ -28,7 +29,8 @@ def test_records_and_database_events_merge_into_rows(tmp_path):
     (tmp_path / "trials" / ".CCCCC.tmp").write_text("{half a rec")  # being written: ignored
     results = load_run(tmp_path, "abc", parse_config({"workload": "example", "driver": "nni"}))
     failed, running = results.rows
-    assert (failed.number, failed.state, failed.strategy, failed.fail_reason) == (0, "failed", "uniform", "MetricError: nan")
+    assert (failed.number, failed.state, failed.strategy, failed.fail_reason) == (
+        0, "failed", "uniform", "MetricError: nan")
     assert failed.start == 1001.0 and failed.duration == 3.5
     assert (running.number, running.state, running.params, running.duration) == (1, "running", {"stem/w": 8}, None)
     assert running.metrics == {} and running.strategy is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mpqsearch.analysis.pareto import hypervolume, hypervolume_history, knee, nadir, pareto_front, pareto_mask
-from mpqsearch.analysis.results import TrialRow
+from mpqsearch.analysis.table import TrialRow
 
 ACC_SIZE = [("top1", "maximize"), ("size_ratio", "minimize")]
 
@@ -44,7 +44,8 @@ def test_pareto_front_of_rows_sorted_by_first_objective_skipping_rows_without_me
     ([], [1, 1], ["minimize"] * 2, 0.0),
 ])
 def test_hypervolume_matches_hand_computed_volumes(values, reference, directions, expected):
-    assert hypervolume(np.array(values, dtype=float).reshape(-1, len(reference)), reference, directions) == pytest.approx(expected)
+    points = np.array(values, dtype=float).reshape(-1, len(reference))
+    assert hypervolume(points, reference, directions) == pytest.approx(expected)
 
 
 def test_hypervolume_history_counts_failed_and_infeasible_trials_without_volume():
@@ -69,8 +70,8 @@ def test_unknown_direction_is_refused():
 
 def test_default_objectives_of_a_single_objective_experiment_are_paired_with_size():
     from mpqsearch.analysis.pareto import objectives_of
-    from mpqsearch.analysis.results import Results, metric_directions
-    from mpqsearch.experiments.config import Objective
+    from mpqsearch.analysis.table import Results
+    from mpqsearch.objectives import Objective, metric_directions
 
     single = [Objective("top1", "maximize")]
     results = Results("x", "nni", "example", [], single, metric_directions(single, {}, []))

@@ -12,9 +12,9 @@ from onnx import numpy_helper
 from mpqsearch import Policy
 from mpqsearch.analysis.export import write_onnx
 from mpqsearch.analysis.pick import PickError, parse_conditions, pick
-from mpqsearch.analysis.results import Results, TrialRow, metric_directions
+from mpqsearch.analysis.table import Results, TrialRow
 from mpqsearch.cli import main
-from mpqsearch.experiments.config import Objective
+from mpqsearch.objectives import Objective, metric_directions
 from mpqsearch.policy import load_policy
 from mpqsearch.trials.evaluate import Evaluator
 from mpqsearch.workloads import get_workload
@@ -28,7 +28,8 @@ def hand_results():
             for i, (a, s) in enumerate(table)]
     rows[4].feasible = False  # violates a constraint: never picked
     rows.append(TrialRow(5, "5", "failed", {}, fail_reason="MetricError: nan"))
-    return Results("hand", "optuna", "example", rows, OBJECTIVES, metric_directions(OBJECTIVES, {"top1": "maximize"}, []))
+    return Results("hand", "optuna", "example", rows, OBJECTIVES,
+                   metric_directions(OBJECTIVES, {"top1": "maximize"}, []))
 
 
 @pytest.mark.parametrize("rule,number", [

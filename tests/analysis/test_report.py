@@ -66,8 +66,8 @@ def test_report_renders_in_headless_chromium_without_console_errors(report, tmp_
 
 def test_an_experiment_without_completed_trials_still_gets_a_page():
     from mpqsearch.analysis.report import render_report
-    from mpqsearch.analysis.results import Results, TrialRow
-    from mpqsearch.experiments.config import Objective
+    from mpqsearch.analysis.table import Results, TrialRow
+    from mpqsearch.objectives import Objective
 
     failed = TrialRow(0, "0", "failed", {"stem/w": 4}, fail_reason="MetricError: nan")
     results = Results("x", "nni", "example", [failed], [Objective("top1", "maximize"),

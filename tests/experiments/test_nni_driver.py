@@ -13,7 +13,7 @@ from nni.experiment.config import ExperimentConfig
 
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import ConfigError, load_config
-from mpqsearch.experiments.nni_driver import MANAGER_START_SECONDS, manager_start
+from mpqsearch.experiments.drivers.nni_manager import MANAGER_START_SECONDS, manager_start
 from mpqsearch.experiments.trial_records import read_trial_records
 
 PORT = 18643

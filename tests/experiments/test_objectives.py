@@ -7,7 +7,7 @@ import optuna
 from mpqsearch.analysis import load_results
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import load_config
-from mpqsearch.experiments.launcher import Progress
+from mpqsearch.experiments.progress import Progress, TrialCounts
 from mpqsearch.objectives import Constraint, Objective, ObjectiveSet, feasible
 
 
@@ -35,14 +35,14 @@ def test_progress_shows_the_feasible_front_of_a_multi_objective_search():
     objectives = ObjectiveSet([Objective("psnr", "maximize"), Objective("size_ratio", "minimize")], [])
     out = io.StringIO()
     progress = Progress(objectives, 10, multi_objective=True, out=out)
-    progress.show(0, 0, 1, [])
-    progress.show(3, 1, 0, [[33.0, 0.25], [32.0, 0.13], [31.0, 0.2]])  # the last is dominated
-    progress.show(3, 1, 0, [[33.0, 0.25], [32.0, 0.13], [31.0, 0.2]])  # nothing changed: no line
+    progress.show(TrialCounts(0, 0, 1, []))
+    progress.show(TrialCounts(3, 1, 0, [[33.0, 0.25], [32.0, 0.13], [31.0, 0.2]]))  # the last is dominated
+    progress.show(TrialCounts(3, 1, 0, [[33.0, 0.25], [32.0, 0.13], [31.0, 0.2]]))  # nothing changed: no line
     assert out.getvalue().splitlines() == [
         "  trials 0/10: 0 done, 0 failed, 1 running; no feasible trial yet",
         "  trials 4/10: 3 done, 1 failed, 0 running; feasible front 2 (psnr 32..33, size_ratio 0.13..0.25)"]
     single = io.StringIO()
-    Progress(objectives, 10, multi_objective=False, out=single).show(2, 0, 0, [[33.0, 0.25], [32.0, 0.13]])
+    Progress(objectives, 10, multi_objective=False, out=single).show(TrialCounts(2, 0, 0, [[33.0, 0.25], [32.0, 0.13]]))
     assert single.getvalue().endswith("; best psnr 33\n")
 
 
@@ -60,7 +60,7 @@ def test_infeasible_trials_are_recorded_so_and_left_out_of_the_front(experiment_
 
 def test_the_torch_free_parts_import_without_torch():
     code = ("import sys; import mpqsearch.objectives; "
-            "sys.path.insert(0, 'mpqsearch/experiments/nni_tuners'); import mpqsearch_tuners; "
+            "sys.path.insert(0, 'mpqsearch/experiments/drivers/nni_tuners'); import mpqsearch_tuners; "
             "print(sorted(m for m in ('torch', 'onnx', 'mpqsearch.policy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=str(__import__("pathlib").Path(__file__).parents[2]))

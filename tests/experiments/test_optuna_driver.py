@@ -1,5 +1,4 @@
 import io
-import os
 import signal
 import subprocess
 import sys

@@ -10,8 +10,8 @@ from mpqsearch.analysis.report import report_figures
 from mpqsearch.analysis.results import load_results
 from mpqsearch.experiments import launcher
 from mpqsearch.experiments.config import load_config
-from mpqsearch.experiments.trial_records import read_trial_records
 from mpqsearch.experiments.setup import build_setup
+from mpqsearch.experiments.trial_records import read_trial_records
 from mpqsearch.strategies import strategy_names
 from mpqsearch.strategies.sensitivity import SensitivityStrategy
 

@@ -22,7 +22,7 @@ def test_policy_from_bits_snaps_and_ties_take_the_most_bits(space):
     policy = policy_from_bits(space, {first: 1}, {n: 5 for n in space.names} | {first: 7})
     assert policy.layers[first].weight_bits == 2
     assert all(policy.layers[n].weight_bits == max(space.weight_choices[n]) for n in rest)
-    for group, members in space.tied_groups.items():
+    for members in space.tied_groups.values():
         bits = {policy.layers[m].act_bits for m in members}
         assert len(bits) == 1
         assert bits == ({7} if first in members else {5})

@@ -59,7 +59,7 @@ def test_seeds_give_sensitive_stages_the_high_bits_and_lie_in_the_space(srresnet
     seeds = get_strategy("channel_ratio").seed(StrategyContext(srresnet, evaluator=None))
     assert len(seeds) == 2  # W4A8 and W6A8 for the body
     body = [n for n in srresnet.names if n.startswith("body.")]
-    for policy, low in zip(seeds, (4, 6)):
+    for policy, low in zip(seeds, (4, 6), strict=True):
         srresnet.params_from_policy(policy)  # raises if outside the space
         assert all(_bits(policy, n) == (8, 8) for n in ("head.0", "upsampler.0", "tail"))
         assert {policy.layers[n].weight_bits for n in body} == {low}
@@ -100,7 +100,8 @@ def test_prune_keeps_the_highest_choice_where_none_reaches_the_high_bits(espcn):
 @pytest.mark.parametrize("args, named", [
     ({"threshold": -1}, "threshold"), ({"threshold": "far"}, "threshold"),
     ({"seed_thresholds": [1, None]}, "seed_thresholds[1]"), ({"seed_thresholds": []}, "seed_thresholds"),
-    ({"high_bits": [8]}, "high_bits"), ({"low_bits": [[4, 1]]}, "low_bits[0]"), ({"threshold_bits": 8}, "threshold_bits"),
+    ({"high_bits": [8]}, "high_bits"), ({"low_bits": [[4, 1]]}, "low_bits[0]"),
+    ({"threshold_bits": 8}, "threshold_bits"),
 ])
 def test_bad_arguments_name_the_option(args, named):
     with pytest.raises(ValueError, match=named.replace("[", r"\[")):

@@ -8,9 +8,8 @@ from mpqsearch.quant.spec import LayerQuantConfig
 from mpqsearch.search_spaces import SearchSpace
 from mpqsearch.search_spaces.costs import model_size_bytes
 from mpqsearch.strategies import StrategyContext, get_strategy, policy_from_bits
-from mpqsearch.workloads import get_workload
 from mpqsearch.trials.evaluate import Evaluator
-from mpqsearch.workloads import Workload
+from mpqsearch.workloads import Workload, get_workload
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_larger_gamma_never_gives_a_layer_more_bits(example):
         previous = bits
     assert set(previous.values()) == {2}  # the top of the sweep takes every layer to its floor
     seeds = strategy.seed(example)
-    for before, after in zip(seeds, seeds[1:]):
+    for before, after in zip(seeds, seeds[1:], strict=False):
         for n in example.space.names:
             assert after.layers[n].weight_bits <= before.layers[n].weight_bits
             assert after.layers[n].act_bits <= before.layers[n].act_bits

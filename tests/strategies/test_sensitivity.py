@@ -78,7 +78,7 @@ def test_seeds_give_the_most_sensitive_layers_the_high_bits(context, drops):
     assert get_strategy("sensitivity").ranking(context) == ranking
     seeds = get_strategy("sensitivity", top_k=[1, 3], top_fractions=[0.5], low_bits=[[4, 8]]).seed(context)
     assert len(seeds) == 3  # k = 1, 3, ceil(0.5 * 7) = 4
-    for policy, k in zip(seeds, (1, 3, 4)):
+    for policy, k in zip(seeds, (1, 3, 4), strict=True):
         space.params_from_policy(policy)
         high = {n for n in space.names if policy.layers[n].weight_bits == 8}
         assert high == set(ranking[:k])

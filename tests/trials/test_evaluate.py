@@ -70,7 +70,7 @@ def test_nan_metric_raises_a_typed_error(workload):
 
     broken = replace(workload, metric=nan_metric)
     with pytest.raises(MetricError, match="top1.*nan"):
-        Evaluator(broken, latency="none").reference
+        _ = Evaluator(broken, latency="none").reference
 
 
 def test_quantization_failure_raises_a_typed_error(workload):

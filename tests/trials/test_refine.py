@@ -12,9 +12,9 @@ from mpqsearch import PolicyError, apply_policy, load_policy, save_policy
 from mpqsearch.policy import Policy
 from mpqsearch.quant.graph import quantizable_layers
 from mpqsearch.trials import Evaluator
+from mpqsearch.trials.refine import refine
 from mpqsearch.workloads import get_workload
 from mpqsearch.workloads.example import build_centered
-from mpqsearch.trials.refine import refine
 
 
 @pytest.fixture(scope="module")

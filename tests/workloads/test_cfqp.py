@@ -6,11 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpqsearch import Policy
-from mpqsearch.workloads import data, models
-from mpqsearch.workloads.cfqp import cfqp_calibration, cfqp_workload
 from mpqsearch.trials.evaluate import Evaluator
+from mpqsearch.workloads import Workload, data, get_workload, models
+from mpqsearch.workloads.cfqp import cfqp_calibration, cfqp_workload
 from mpqsearch.workloads.training import train_workload
-from mpqsearch.workloads import Workload, get_workload
 
 
 class Brighten(nn.Module):
@@ -55,7 +54,7 @@ def test_calibration_is_deterministic_and_keeps_the_model_mode():
     first = cfqp_calibration(model, _images(size=12))
     second = cfqp_calibration(model, _images(size=12))
     assert model.training
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 def test_bad_sources_and_non_sr_models_are_refused():
@@ -96,7 +95,8 @@ def test_clip_free_model_has_the_same_weights_and_the_same_clamped_output():
         x = _images(n=1, size=12)[0]
         out_clipped, out_free = clipped(x), free(x)
     assert isinstance(clipped.upsampler[1], nn.Hardtanh) and isinstance(free.upsampler[1], nn.ReLU)
-    assert all(torch.equal(a, b) for a, b in zip(clipped.state_dict().values(), free.state_dict().values()))
+    pairs = zip(clipped.state_dict().values(), free.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     assert out_free.max() > 1 and torch.equal(out_free.clamp(0, 1), out_clipped)
 
 

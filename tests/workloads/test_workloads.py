@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from mpqsearch import Policy, SearchSpace, apply_policy
-from mpqsearch.workloads import data, models
+from mpqsearch.workloads import data, get_workload, models, workload_names
 from mpqsearch.workloads.metrics import mean_metric
 from mpqsearch.workloads.training import train_workload
-from mpqsearch.workloads import get_workload, workload_names
 
 SR_WORKLOADS = ("sr-espcn-x2", "sr-srresnet-x2", "sr-rrdb-x2")
 ALL_WORKLOADS = (*SR_WORKLOADS, "cls-digits")
@@ -53,7 +52,7 @@ def test_digits_workload_shapes(loaded):
 
 def test_sr_data_is_deterministic_and_in_range():
     first, second = data.sr_pairs.__wrapped__("test", 2, 192), data.sr_pairs.__wrapped__("test", 2, 192)
-    for (lr1, hr1), (lr2, hr2) in zip(first, second):
+    for (lr1, hr1), (lr2, hr2) in zip(first, second, strict=True):
         assert torch.equal(lr1, lr2) and torch.equal(hr1, hr2)
         assert lr1.min() >= 0 and lr1.max() <= 1
 
@@ -134,7 +133,7 @@ def test_rrdb_equalization_keeps_the_function_and_levels_the_ranges():
         model.equalize_(inputs)
         peaks.clear()
         after = [model(x) for x in inputs]
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(after, before))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(after, before, strict=True))
     assert all(peaks[conv] == pytest.approx(peaks[model.head], rel=1e-4) for conv in convs)
 
 

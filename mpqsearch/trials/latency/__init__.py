@@ -10,8 +10,18 @@ Example::
 """
 
 from . import lut, none, ort, torch_eager  # noqa: F401 - each registers its backend
-from .base import (LatencyBackend, LatencyRequest, LatencyResult, TimedBackend, Timing, backend_options,
-                   get_latency_backend, latency_backend_names, register_latency_backend, time_calls)
+from .base import (
+                   LatencyBackend,
+                   LatencyRequest,
+                   LatencyResult,
+                   TimedBackend,
+                   Timing,
+                   backend_options,
+                   get_latency_backend,
+                   latency_backend_names,
+                   register_latency_backend,
+                   time_calls,
+)
 from .lut import LookupTableBackend, compare_with_end_to_end
 from .ort import OnnxRuntimeBackend
 from .torch_eager import TorchBackend

@@ -78,7 +78,18 @@ class LatencyBackend(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def measure(self, request: LatencyRequest) -> LatencyResult | None: ...
+    def measure(self, request: LatencyRequest) -> LatencyResult | None:
+        """The latency of ``request``'s policy."""
+
+    def prepare(self, model: nn.Module, example_input: Any, space: SearchSpace) -> None:  # noqa: B027 - optional
+        """Measure ahead, before any trial runs, what this backend would otherwise measure while
+        other trials compute (a lookup table's entries). Nothing by default."""
+
+    def isolation(self, locked: bool) -> str:
+        """How a trial's latency is kept clean of other trials' work: ``sole`` (no other trial
+        runs in the experiment), ``exclusive`` (timed under a lock no computing trial holds, when
+        ``locked``), or ``table`` for backends whose numbers were measured ahead."""
+        return "exclusive" if locked else "sole"
 
 
 class TimedBackend(LatencyBackend):

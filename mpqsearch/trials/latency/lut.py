@@ -60,6 +60,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ...policy import Policy
+from ...search_spaces import SearchSpace
 from ...quant.export import Dequantize, Quantize, check_target, container, dequantized_weight, export_onnx, write_onnx
 from ...quant.graph import MODEL_INPUT, ActivationSite, quantizable_layers
 from ...quant.modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis
@@ -316,6 +317,14 @@ class LookupTableBackend(TimedBackend):
         median = overhead + sum(seen.plans[n].calls * entries[n][k]["median_ms"] for n, k in kinds.items())
         iqr = sum(seen.plans[n].calls * entries[n][k]["iqr_ms"] for n, k in kinds.items())
         return Timing(median, iqr, self.repeats)
+
+    def prepare(self, model: nn.Module, example_input: Any, space: SearchSpace) -> None:
+        """Fill the table's entries for uniform 8-, 16- and 32-bit policies before the search."""
+        for bits in (8, 16, FLOAT_BITS):
+            self.estimate(model, example_input, Policy.uniform(space, bits, bits))
+
+    def isolation(self, locked: bool) -> str:
+        return "table"
 
     def measure(self, request: LatencyRequest) -> LatencyResult:
         if request.policy is None:

@@ -18,6 +18,8 @@ from typing import Any
 
 from nni.tuner import Tuner
 
+from mpqsearch.experiments.config import Algorithm
+from mpqsearch.experiments.samplers import make_sampler
 from mpqsearch.objectives import Constraint
 
 _logger = logging.getLogger("mpqsearch.tuners")
@@ -109,13 +111,12 @@ class MultiObjectiveTuner(Tuner):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        samplers = {"NSGAII": optuna.samplers.NSGAIISampler, "NSGAIII": optuna.samplers.NSGAIIISampler,
-                    "TPE": optuna.samplers.TPESampler, "Random": optuna.samplers.RandomSampler}
         self.optuna = optuna
         self.objectives = [(name, direction) for name, direction in objectives]
         self.constraints = [Constraint(*c) for c in constraints or []]
         self.study = optuna.create_study(directions=[d for _, d in self.objectives],
-                                         sampler=samplers[sampler](**(sampler_args or {})))
+                                         sampler=make_sampler(Algorithm(name=sampler, args=sampler_args or {}),
+                                                              key="tuner"))
         for seed in seeds or []:
             self.study.enqueue_trial(seed, user_attrs={"seed": True})
         self.distributions: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""NNI's trial command: ``python -m mpqsearch.experiments.nni_trial EXPERIMENT_FILE RUN_DIR``.
+"""NNI's trial command: ``python -m mpqsearch.experiments.drivers.nni_trial EXPERIMENT_FILE RUN_DIR``.
 
 Reads the parameters NNI chose, evaluates that policy and reports the final metric as a dict
 whose ``default`` is the scalarized objective (what built-in tuners read) and whose other keys
@@ -19,14 +19,17 @@ from pathlib import Path
 
 import nni
 
-from .config import load_config
-from .setup import build_setup
-from .trial_records import write_trial_record
+from ..config import load_config
+from ..setup import build_setup
+from ..trial_records import write_trial_record
+
+CONCURRENCY_VARIABLE = "MPQSEARCH_CONCURRENCY"
+"""How many trials NNI runs at once, set by the driver in the manager's environment."""
 
 
 def trial_threads() -> int:
     """This trial's share of the cores: NNI runs ``concurrency`` trials at once."""
-    concurrency = max(1, int(os.environ.get("MPQSEARCH_CONCURRENCY", "1")))
+    concurrency = max(1, int(os.environ.get(CONCURRENCY_VARIABLE, "1")))
     return max(1, (os.cpu_count() or 1) // concurrency)
 
 
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(config_path)
         setup = build_setup(config, cache_dir=run_dir / "cache", threads=trial_threads())
         outcome = setup.run_trial(params)
-    except Exception as err:  # noqa: BLE001 - reported to NNI as a failed trial
+    except Exception as err:
         traceback.print_exc()
         record["fail_reason"] = f"{type(err).__name__}: {err}"
         _write_record(run_dir, record)

@@ -1,0 +1,248 @@
+"""The Optuna driver: one study per experiment, several worker processes, seeds first.
+
+Trials run through Optuna's own machinery: ``study.optimize`` with ``MaxTrialsCallback`` (the
+budget counts finished trials of the whole study, so a resumed search only runs what is left; with
+several workers it can overshoot by at most ``concurrency - 1``), its ``timeout`` for
+``max_duration``, and a callback that stops at the run directory's STOP file. Constraints use
+Optuna 5's ``trial.set_constraint``.
+
+Trials a dead process left RUNNING are found two ways, and queued again (up to
+:data:`MAX_RETRIES` times): each trial records the host and process running it, so a resume fails
+at once the trials of this machine's processes that have ended; and database storages record a
+heartbeat per running trial (:data:`HEARTBEAT_SECONDS`), so a trial silent for
+:data:`GRACE_SECONDS` (a worker on another machine that died) is failed by Optuna's
+``RetryHeartbeatStaleTrialCallback`` when the next trial starts, in whichever process. A live
+worker's trial is never touched. Journal files have no heartbeats: only the first way applies.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import optuna
+import psutil
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from ...objectives import feasible
+from ..config import ConfigError, ExperimentConfig
+from ..progress import Progress, TrialCounts
+from ..runs import STOP_FILE, load_run
+from ..samplers import make_sampler
+from ..setup import ExperimentSetup, build_setup
+from .base import Driver
+
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+MAX_RETRIES = 2
+"""A trial interrupted this many times is not queued again."""
+STUDY_ATTR = "mpqsearch"
+"""The study's user attribute holding the workload, objective names and driver."""
+
+
+def storage_url(config: ExperimentConfig, run_dir: Path) -> str:
+    """The configured storage, or an SQLite file in the experiment's directory."""
+    return config.storage or f"sqlite:///{run_dir / 'optuna.db'}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (``*.log``, ``*.journal``, ``*.jsonl``) or any SQLAlchemy URL (SQLite,
+    PostgreSQL for workers on several machines) with heartbeats. SQLite waits up to 60 s for a lock."""
+    if "://" not in url:
+        if not url.endswith(JOURNAL_SUFFIXES):
+            raise ConfigError(f"storage: {url!r} is neither a database URL nor a journal file "
+                              f"({', '.join(JOURNAL_SUFFIXES)})")
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8; they are what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+
+
+WORKER_ATTR = "worker"
+"""The trial's user attribute naming the host and process that run it."""
+
+
+def requeue_dead_trials(study: optuna.Study) -> int:
+    """Fail, and queue again, the RUNNING trials whose process on this machine has ended; returns
+    how many. Trials of live processes, and of other machines (left to heartbeats), are untouched."""
+    host, count = socket.gethostname(), 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR) or {}
+        if owner.get("host") == host and not psutil.pid_exists(owner.get("pid", -1)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            retry(study, study.get_trials(deepcopy=False)[trial.number])
+            count += 1
+    return count
+
+
+def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
+    parameters = setup.space.parameters()
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        params = {name: trial.suggest_categorical(name, list(choices)) for name, choices in parameters.items()}
+        trial.set_user_attr("strategy", trial.user_attrs.get("strategy", "sampler"))
+        try:
+            outcome = setup.run_trial(params)
+        except Exception as err:
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
+            raise
+        trial.set_user_attr("metrics", outcome.metrics)
+        trial.set_user_attr("timings", outcome.result.timings)
+        if outcome.result.latency is not None:
+            trial.set_user_attr("latency", {**outcome.result.latency.to_dict(),
+                                            "isolation": outcome.result.latency_isolation})
+        for name, violation in outcome.violations.items():
+            trial.set_constraint(name, violation)
+        return outcome.values
+
+    return objective
+
+
+class _StopFile:
+    """Stops the study once ``path`` exists (``mpqsearch stop``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.path.exists():
+            study.stop()
+
+
+def run_trials(setup: ExperimentSetup, study: optuna.Study, deadline: float | None, stop_file: Path,
+               on_trial: Callable[[], None] | None = None) -> None:
+    """Run trials until the study's budget or the deadline is spent, or ``stop_file`` appears."""
+    budget = setup.config.budget.max_trials
+    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= budget or stop_file.exists():
+        return
+    timeout = None if deadline is None else deadline - time.time()
+    if timeout is not None and timeout <= 0:
+        return
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
+        MaxTrialsCallback(budget, states=FINISHED), _StopFile(stop_file)]
+    if on_trial is not None:
+        callbacks.append(lambda study, trial: on_trial())
+    study.optimize(_objective(setup), timeout=timeout, callbacks=callbacks, catch=(Exception,))
+
+
+def _worker_entry(run_dir: str, study_name: str, worker: int, threads: int, deadline: float | None) -> None:
+    """One spawned worker process: its own setup (reading the shared cache) on the shared study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = load_run(Path(run_dir))
+    setup = build_setup(config, cache_dir=Path(run_dir) / "cache", threads=threads)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url(config, Path(run_dir))),
+                              sampler=make_sampler(config.sampler, source=config.source, worker=worker))
+    run_trials(setup, study, deadline, Path(run_dir) / STOP_FILE)
+
+
+class OptunaDriver(Driver):
+    """Creates (or reopens) the study and runs ``budget.concurrency`` workers on it."""
+
+    name = "optuna"
+
+    def __init__(self, config: ExperimentConfig, experiment_id: str, run_dir: Path) -> None:
+        super().__init__(config, experiment_id, run_dir)
+        self.url = storage_url(config, run_dir)
+        self._storage: optuna.storages.BaseStorage | None = None
+
+    @classmethod
+    def check(cls, config: ExperimentConfig) -> None:
+        make_sampler(config.sampler, source=config.source)
+
+    @property
+    def multi_objective(self) -> bool:
+        return True
+
+    @property
+    def storage(self) -> optuna.storages.BaseStorage:
+        if self._storage is None:
+            self._storage = open_storage(self.url)
+        return self._storage
+
+    def describe(self, out: TextIO) -> None:
+        print(f"  storage: {self.url} (study {self.experiment_id}); watch it with: optuna-dashboard {self.url}",
+              file=out)
+
+    def _study(self, setup: ExperimentSetup) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.create_study(
+            study_name=self.experiment_id, storage=self.storage, load_if_exists=True,
+            directions=setup.objectives.directions,
+            sampler=make_sampler(self.config.sampler, source=self.config.source))
+
+    def launch(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
+        study = self._study(setup)
+        study.set_user_attr(STUDY_ATTR, {"workload": self.config.workload, "objectives": setup.objectives.names,
+                                         "driver": self.name})
+        for policy in setup.seeds():
+            study.enqueue_trial(setup.space.params_from_policy(policy),
+                                user_attrs={"strategy": policy.provenance["strategy"]}, skip_if_exists=True)
+        self._run(setup, study, progress)
+
+    def resume(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
+        study = self._study(setup)
+        requeue_dead_trials(study)
+        self._run(setup, study, progress)
+
+    def _run(self, setup: ExperimentSetup, study: optuna.Study, progress: Progress) -> None:
+        """Run the workers until the budget is spent, showing progress as the study grows."""
+        setup.record(self.run_dir)
+        deadline = time.time() + self.config.budget.max_seconds if self.config.budget.max_seconds else None
+        workers = self.config.budget.concurrency
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        stop_file = self.run_dir / STOP_FILE
+        if workers == 1:
+            setup.evaluator.threads = threads
+            run_trials(setup, study, deadline, stop_file, lambda: progress.show(self.counts()))
+            progress.show(self.counts())
+            return
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_worker_entry, daemon=False,
+                                     args=(str(self.run_dir), self.experiment_id, i, threads, deadline))
+                     for i in range(workers)]
+        for process in processes:
+            process.start()
+        try:
+            while any(p.is_alive() for p in processes):
+                progress.show(self.counts())
+                time.sleep(1.0)
+        finally:
+            for process in processes:
+                process.join()
+        progress.show(self.counts())
+
+    def stop(self) -> None:
+        (self.run_dir / STOP_FILE).write_text("stop requested\n")
+
+    def counts(self) -> TrialCounts:
+        trials = optuna.load_study(study_name=self.experiment_id, storage=self.storage).get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        return TrialCounts(len(complete), sum(t.state == TrialState.FAIL for t in trials),
+                           sum(t.state == TrialState.RUNNING for t in trials),
+                           [t.values for t in complete if feasible(t.constraints)])
+
+    def view(self, port: int | None) -> None:
+        raise ConfigError(f"experiment {self.experiment_id} ran on Optuna: open it with optuna-dashboard {self.url}")
+
+
+def study_attrs(study: optuna.Study) -> dict[str, Any]:
+    """What the driver recorded on the study (workload, objective names), empty for other studies."""
+    return dict(study.user_attrs.get(STUDY_ATTR, {}))

@@ -1,0 +1,70 @@
+"""Where an experiment keeps its files: ``<directory>/<id>/``.
+
+The run directory holds ``experiment.yaml`` (the file as launched, flags applied), ``run.json``
+(its ID, driver and creation time), ``space.json`` (the search space the drivers searched, for the
+report), the trials' shared cache and the driver's own storage.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..files import write_atomic
+from .config import ConfigError, ExperimentConfig, load_config
+
+EXPERIMENT_FILE = "experiment.yaml"
+RUN_FILE = "run.json"
+STOP_FILE = "STOP"
+"""Its presence asks the drivers' workers to finish their trial and stop."""
+DEFAULT_DIRECTORY = ExperimentConfig.model_fields["directory"].default
+
+
+def new_experiment_id() -> str:
+    """Eight lowercase letters and digits, like NNI's experiment IDs."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def run_directory(config: ExperimentConfig, experiment_id: str) -> Path:
+    return config.experiment_dir / experiment_id
+
+
+def find_run(experiment_id: str, directory: str | Path | None = None) -> Path:
+    """The run directory of ``experiment_id`` under ``directory`` (default: the default directory)."""
+    base = Path(directory or DEFAULT_DIRECTORY).expanduser()
+    run_dir = base / experiment_id
+    if not (run_dir / RUN_FILE).exists():
+        raise ConfigError(f"no experiment {experiment_id!r} in {base} (pass --directory if it was launched elsewhere)")
+    return run_dir
+
+
+def save_run(run_dir: Path, config: ExperimentConfig, experiment_id: str) -> Path:
+    """Write the experiment file as launched and ``run.json``; returns the experiment file's path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = write_atomic(run_dir / EXPERIMENT_FILE,
+                        lambda handle: yaml.safe_dump(config.to_dict(), handle, sort_keys=False))
+    info = {"id": experiment_id, "driver": config.driver, "created": time.time()}
+    write_atomic(run_dir / RUN_FILE, lambda handle: json.dump(info, handle, indent=1))
+    return path
+
+
+def load_run(run_dir: Path) -> ExperimentConfig:
+    """The experiment file of a run directory."""
+    return load_config(run_dir / EXPERIMENT_FILE)
+
+
+def save_json(run_dir: Path, name: str, data: Any) -> Path:
+    return write_atomic(run_dir / name, lambda handle: json.dump(data, handle, indent=1))
+
+
+def read_json(run_dir: Path, name: str) -> Any:
+    """A JSON file of the run directory, ``None`` if there is none."""
+    path = run_dir / name
+    return json.loads(path.read_text()) if path.exists() else None
