@@ -28,7 +28,8 @@ def picked_policy(results: Results, row: TrialRow, rule: str) -> Policy:
         raise PickError(f"trial {row.number} of experiment {results.experiment} has no policy: the experiment file "
                         "is unknown (pass --config experiment.yaml)")
     provenance = {"experiment": results.experiment, "trial": row.trial_id, "number": row.number,
-                  "strategy": row.strategy, "driver": results.driver, "workload": results.workload, "rule": rule}
+                  "strategy": row.strategy, "driver": results.driver, "rule": rule,
+                  "workload": results.config.workload_spec if results.config is not None else results.workload}
     if results.config is not None:
         latency = results.config.latency
         provenance["latency"] = {"backend": latency.backend, "threads": latency.threads, "target": latency.target}

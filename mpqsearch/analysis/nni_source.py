@@ -62,5 +62,5 @@ def load_run(run_dir: Path, experiment_id: str, config: ExperimentConfig) -> Res
         ))
     rows.sort(key=lambda row: row.number)
     metrics = {m for row in rows for m in row.metrics}
-    return Results(experiment_id, "nni", config.workload, rows, list(config.objectives),
+    return Results(experiment_id, "nni", str(config.workload), rows, list(config.objectives),
                    metric_directions(config.objectives, {}, metrics), config)

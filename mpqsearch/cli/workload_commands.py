@@ -15,7 +15,8 @@ from .output import CliError, print_json, print_table
 TARGET_HELP = ("how 8-bit weights are stored in the ONNX export: portable (exact on every x86 CPU) or vnni "
                "(faster on CPUs with VNNI, wrong on AVX2-only ones)")
 LATENCY_HELP = "latency backend: onnxruntime (default), lut, torch or none"
-WORKLOAD_HELP = "a built-in workload (e.g. sr-espcn-x2) or MODULE:FUNCTION returning a Workload"
+WORKLOAD_HELP = ("a built-in workload (e.g. sr-espcn-x2), MODULE:FUNCTION returning a Workload, or a YAML file "
+                 "naming a model factory and an image folder")
 
 
 def load_workload(spec: str) -> Any:
@@ -174,6 +175,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
     from ..policy import save_policy
     from ..search_spaces.costs import size_ratio
     from ..strategies import StrategyContext, get_strategy
+    from ..workloads import spec_record
 
     workload = load_workload(args.workload)
     try:
@@ -187,7 +189,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
     results = [evaluator.evaluate(policy, measure_latency=False) if args.evaluate else None for policy in seeds]
     files = []
     for i, (policy, result) in enumerate(zip(seeds, results, strict=True)):
-        policy.provenance.update({"strategy": strategy.name, "workload": args.workload})
+        policy.provenance.update({"strategy": strategy.name, "workload": spec_record(args.workload)})
         if result is not None:
             policy.metrics.update(result.flat_metrics())
         if args.output:
@@ -240,6 +242,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_refine(args: argparse.Namespace) -> None:
     from ..policy import WEIGHTS_SUFFIX, save_policy
     from ..trials.refine import DEFAULT_LR, refine
+    from ..workloads import spec_record
 
     lr = DEFAULT_LR if args.lr is None else args.lr
     if args.steps < 1 or not lr > 0:
@@ -255,7 +258,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
     result = refine(evaluator, policy, args.steps, lr, progress=progress)
-    result.policy.provenance["workload"] = args.workload
+    result.policy.provenance["workload"] = spec_record(args.workload)
     output = args.output or args.policy.with_name(args.policy.stem + ".refined.yaml")
     save_policy(result.policy, output)
     weights = output.with_name(output.stem + WEIGHTS_SUFFIX)

@@ -60,6 +60,8 @@ from ..quant.spec import (
     LayerQuantConfig,
     check_bits,
 )
+from ..validation import describe_error
+from ..workloads.image_folder_spec import ImageFolderSpec
 from .drivers import DRIVERS
 
 MAX_TRIALS_LIMIT = 1_000_000
@@ -175,7 +177,9 @@ class LatencyConfig(_Section):
 class ExperimentConfig(_Section):
     """One experiment file; ``source`` is the file it was read from (for messages)."""
 
-    workload: StrictStr
+    workload: StrictStr | ImageFolderSpec
+    """A built-in name, ``module:function`` returning a Workload, or an image-folder workload's
+    mapping (:class:`~mpqsearch.workloads.image_folder_spec.ImageFolderSpec`)."""
     name: StrictStr | None = None
     driver: Literal[DRIVERS] = "optuna"
     search_space: SearchSpaceConfig = SearchSpaceConfig()
@@ -193,6 +197,11 @@ class ExperimentConfig(_Section):
     source: str = Field("<config>", exclude=True)
 
     @property
+    def workload_spec(self) -> str | dict[str, Any]:
+        """The workload as plain data (a name, or an image-folder workload's mapping) for records."""
+        return self.workload if isinstance(self.workload, str) else self.workload.model_dump()
+
+    @property
     def experiment_dir(self) -> Path:
         return Path(os.path.expanduser(self.directory))
 
@@ -202,48 +211,11 @@ class ExperimentConfig(_Section):
 
 
 # --- errors as one line naming the key ----------------------------------------------------------
-def _key(loc: tuple[Any, ...]) -> str:
-    key = ""
-    for part in loc:
-        if part == "[key]":
-            continue
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key
-
-
-def _choices(ctx: Mapping[str, Any]) -> str:
-    """Pydantic's ``'a', 'b' or 'c'`` as ``a, b, c``."""
-    return str(ctx.get("expected", "")).replace(" or ", ", ").replace("'", "")
-
-
-def _problem(error: Mapping[str, Any]) -> str:
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "literal_error" and error["loc"][-1:] == ("[key]",):
-        return f"unknown key (expected one of {_choices(ctx)})"
-    if kind == "missing":
-        return "missing"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    if kind == "literal_error":
-        return f"must be one of {_choices(ctx)}, got {value!r}"
-    if kind in ("less_than_equal", "greater_than_equal"):
-        bound = "at most" if kind == "less_than_equal" else "at least"
-        return f"must be {bound} {ctx.get('le', ctx.get('ge'))}, got {value!r}"
-    wanted = {"dict_type": "a mapping", "model_type": "a mapping", "dataclass_type": "a mapping",
-              "list_type": "a list", "string_type": "a string", "float_type": "a number", "int_type": "an integer",
-              "bool_type": "true or false"}.get(kind)
-    if wanted:
-        return f"must be {wanted}, got {value!r}"
-    return f"{error['msg']}, got {value!r}"
-
-
 def config_error(err: ValidationError, source: str, flags: Mapping[str, str] | None = None) -> ConfigError:
     """The first error of ``err`` as one line: ``source: key: problem``, or ``--flag: problem``
     where the key was set by a flag named in ``flags`` (key -> flag)."""
     error = err.errors()[0]
-    loc, key, problem = error["loc"], _key(error["loc"]), _problem(error)
+    loc, (key, problem) = error["loc"], describe_error(error)
     if error["type"] == "extra_forbidden":
         model = _model_at(loc[:-1])
         if model is not None:
@@ -296,9 +268,12 @@ def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: an experiment file must be a YAML mapping")
     try:
-        return ExperimentConfig.model_validate({**data, "source": source})
+        config = ExperimentConfig.model_validate({**data, "source": source})
     except ValidationError as err:
         raise config_error(err, source) from None
+    if isinstance(config.workload, ImageFolderSpec):  # paths are the file's: the run keeps a copy elsewhere
+        config.workload = config.workload.resolved(Path(source).parent)
+    return config
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:

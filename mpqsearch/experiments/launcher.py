@@ -17,7 +17,7 @@ from .config import ConfigError, ExperimentConfig, config_error
 from .drivers import get_driver
 from .drivers.base import Driver
 from .progress import Progress
-from .runs import STOP_FILE, find_run, load_run, new_experiment_id, run_directory, save_run
+from .runs import STOP_FILE, find_run, launch_directory, load_run, new_experiment_id, run_directory, save_run
 from .setup import build_setup
 
 OVERRIDE_FLAGS = {"driver": "--driver", "budget.max_trials": "--max-trials", "storage": "--storage",
@@ -68,6 +68,7 @@ def resume(experiment_id: str, directory: str | Path | None = None, port: int | 
     """Continue an interrupted or stopped experiment where it was."""
     out = out or sys.stdout
     run_dir = find_run(experiment_id, directory)
+    sys.path.insert(0, launch_directory(run_dir))
     config = load_run(run_dir)
     if port is not None:
         config = apply_overrides(config, port=port)

@@ -8,6 +8,7 @@ report), the trials' shared cache and the driver's own storage.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import string
 import time
@@ -50,7 +51,7 @@ def save_run(run_dir: Path, config: ExperimentConfig, experiment_id: str) -> Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     path = write_atomic(run_dir / EXPERIMENT_FILE,
                         lambda handle: yaml.safe_dump(config.to_dict(), handle, sort_keys=False))
-    info = {"id": experiment_id, "driver": config.driver, "created": time.time()}
+    info = {"id": experiment_id, "driver": config.driver, "created": time.time(), "cwd": os.getcwd()}
     write_atomic(run_dir / RUN_FILE, lambda handle: json.dump(info, handle, indent=1))
     return path
 
@@ -58,6 +59,12 @@ def save_run(run_dir: Path, config: ExperimentConfig, experiment_id: str) -> Pat
 def load_run(run_dir: Path) -> ExperimentConfig:
     """The experiment file of a run directory."""
     return load_config(run_dir / EXPERIMENT_FILE)
+
+
+def launch_directory(run_dir: Path) -> str:
+    """The directory the experiment was launched from: ``module:function`` references in its file
+    are found from there, as they were at launch (by resumed launches and trial processes alike)."""
+    return (read_json(run_dir, RUN_FILE) or {}).get("cwd") or os.getcwd()
 
 
 def save_json(run_dir: Path, name: str, data: Any) -> Path:

@@ -10,6 +10,7 @@ manager starts bound to the configured host (:mod:`.nni_manager`).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from nni.experiment import CustomAlgorithmConfig, Experiment
 from ...objectives import feasible
 from ..config import ConfigError, ExperimentConfig
 from ..progress import Progress, TrialCounts
-from ..runs import EXPERIMENT_FILE
+from ..runs import EXPERIMENT_FILE, launch_directory
 from ..samplers import TUNER_SAMPLERS
 from ..setup import ExperimentSetup
 from ..trial_records import read_trial_records
@@ -139,8 +140,10 @@ class NniDriver(Driver):
         self._wait(experiment, progress, out)
 
     def _trial_environment(self) -> dict[str, str]:
-        """What the manager passes on to trials: how many run at once (their share of the cores)."""
-        return {CONCURRENCY_VARIABLE: str(self.config.budget.concurrency)}
+        """What the manager passes on to trials: how many run at once (their share of the cores),
+        and the launch directory first on their import path (for ``module:function`` references)."""
+        path = os.pathsep.join(filter(None, [launch_directory(self.run_dir), os.environ.get("PYTHONPATH")]))
+        return {CONCURRENCY_VARIABLE: str(self.config.budget.concurrency), "PYTHONPATH": path}
 
     def view(self, port: int | None) -> None:
         """Serve the web UI of a finished experiment until interrupted (Ctrl-C)."""

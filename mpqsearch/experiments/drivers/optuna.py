@@ -190,7 +190,7 @@ class OptunaDriver(Driver):
 
     def launch(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
         study = self._study(setup)
-        study.set_user_attr(STUDY_ATTR, {"workload": self.config.workload, "objectives": setup.objectives.names,
+        study.set_user_attr(STUDY_ATTR, {"workload": self.config.workload_spec, "objectives": setup.objectives.names,
                                          "driver": self.name})
         for policy in setup.seeds():
             study.enqueue_trial(setup.space.params_from_policy(policy),
