@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..experiments.config import ConfigError, ExperimentConfig
+from ..experiments.config import ConfigError, ExperimentConfig, redact_url
 from ..experiments.drivers.optuna import open_storage, storage_url, study_attrs
 from ..objectives import Objective, feasible, metric_directions
 from .table import Results, TrialRow
@@ -38,15 +38,15 @@ def _row(trial: FrozenTrial, retries: dict[int, int]) -> TrialRow:
 
 def load_storage(url: str, study: str | None = None) -> Results:
     """Every trial of ``study`` in the storage at ``url`` (the only study there if not named)."""
-    storage = open_storage(url)
+    storage = open_storage(url, create=False)
     names = optuna.get_all_study_names(storage)
     if study is None:
         if len(names) != 1:
-            raise ConfigError(f"{url}: holds {len(names)} studies ({', '.join(names) or 'none'}); "
+            raise ConfigError(f"{redact_url(url)}: holds {len(names)} studies ({', '.join(names) or 'none'}); "
                               "name one with --study")
         study = names[0]
     if study not in names:
-        raise ConfigError(f"{url}: no study {study!r} (studies: {', '.join(names) or 'none'})")
+        raise ConfigError(f"{redact_url(url)}: no study {study!r} (studies: {', '.join(names) or 'none'})")
     loaded = optuna.load_study(study_name=study, storage=storage)
     info = study_attrs(loaded)
     named = zip(info.get("objectives", []), loaded.directions, strict=False)  # foreign studies name none

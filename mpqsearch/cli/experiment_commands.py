@@ -34,7 +34,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
 def cmd_resume(args: argparse.Namespace) -> None:
     from ..experiments import launcher
 
-    launcher.resume(args.id, args.directory, args.port)
+    launcher.resume(args.id, args.directory, args.port, storage=args.storage)
 
 
 def cmd_view(args: argparse.Namespace) -> None:
@@ -67,4 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         command.add_argument("--directory", help="where experiments keep their files")
         if name != "stop":
             command.add_argument("--port", type=int)
+        if name == "resume":
+            command.add_argument("--storage", help="the Optuna storage URL again, where the launch's held a password "
+                                                   "(passwords are never saved)")
         command.set_defaults(func=func)

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import sqlalchemy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from ..files import read_yaml
@@ -208,6 +209,17 @@ class ExperimentConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, mappings, numbers, strings) that :func:`parse_config` reads back."""
         return self.model_dump(mode="json")
+
+
+def redact_url(url: str) -> str:
+    """A storage URL with its password masked (``postgresql://user:***@host/db``), for printing
+    and saving: passwords are never shown or written in clear. Anything else is returned as is."""
+    if "://" not in url:
+        return url
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 # --- errors as one line naming the key ----------------------------------------------------------

@@ -17,7 +17,16 @@ from .config import ConfigError, ExperimentConfig, config_error
 from .drivers import get_driver
 from .drivers.base import Driver
 from .progress import Progress
-from .runs import STOP_FILE, find_run, launch_directory, load_run, new_experiment_id, run_directory, save_run
+from .runs import (
+    STOP_FILE,
+    find_run,
+    launch_directory,
+    load_run,
+    new_experiment_id,
+    private_files,
+    run_directory,
+    save_run,
+)
 from .setup import build_setup
 
 OVERRIDE_FLAGS = {"driver": "--driver", "budget.max_trials": "--max-trials", "storage": "--storage",
@@ -55,29 +64,32 @@ def launch(config: ExperimentConfig, out: TextIO | None = None) -> str:
         raise ConfigError(f"{config.source}: directory: {run_dir.parent} is a file, not a directory")
     driver = _driver(config, experiment_id, run_dir)
     setup = build_setup(config, cache_dir=run_dir / "cache")
-    save_run(run_dir, config, experiment_id)
-    print(f"experiment {experiment_id} ({config.driver}) on {config.workload}", file=out)
-    print(f"  results: {run_dir}", file=out)
-    driver.describe(out)
-    driver.launch(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out), out)
+    with private_files():
+        save_run(run_dir, config, experiment_id)
+        print(f"experiment {experiment_id} ({config.driver}) on {config.workload}", file=out)
+        print(f"  results: {run_dir}", file=out)
+        driver.describe(out)
+        driver.launch(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out), out)
     return experiment_id
 
 
 def resume(experiment_id: str, directory: str | Path | None = None, port: int | None = None,
-           out: TextIO | None = None) -> None:
-    """Continue an interrupted or stopped experiment where it was."""
+           out: TextIO | None = None, storage: str | None = None) -> None:
+    """Continue an interrupted or stopped experiment where it was (``storage``: the storage URL
+    again, where the launch's held a password, which is never saved)."""
     out = out or sys.stdout
     run_dir = find_run(experiment_id, directory)
     sys.path.insert(0, launch_directory(run_dir))
-    config = load_run(run_dir)
+    config = load_run(run_dir, storage)
     if port is not None:
         config = apply_overrides(config, port=port)
     driver = _driver(config, experiment_id, run_dir)
     setup = build_setup(config, cache_dir=run_dir / "cache")
     (run_dir / STOP_FILE).unlink(missing_ok=True)
-    print(f"resuming experiment {experiment_id} ({config.driver})", file=out)
-    driver.describe(out)
-    driver.resume(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out), out)
+    with private_files():
+        print(f"resuming experiment {experiment_id} ({config.driver})", file=out)
+        driver.describe(out)
+        driver.resume(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out), out)
 
 
 def view(experiment_id: str, directory: str | Path | None = None, port: int | None = None) -> None:

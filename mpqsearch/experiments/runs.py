@@ -12,13 +12,15 @@ import os
 import secrets
 import string
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..files import write_atomic
-from .config import ConfigError, ExperimentConfig, load_config
+from .config import ConfigError, ExperimentConfig, load_config, redact_url
 
 EXPERIMENT_FILE = "experiment.yaml"
 RUN_FILE = "run.json"
@@ -47,18 +49,40 @@ def find_run(experiment_id: str, directory: str | Path | None = None) -> Path:
 
 
 def save_run(run_dir: Path, config: ExperimentConfig, experiment_id: str) -> Path:
-    """Write the experiment file as launched and ``run.json``; returns the experiment file's path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = write_atomic(run_dir / EXPERIMENT_FILE,
-                        lambda handle: yaml.safe_dump(config.to_dict(), handle, sort_keys=False))
+    """Write the experiment file as launched (a storage password masked: it is never saved) and
+    ``run.json``; returns the experiment file's path."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = config.to_dict()
+    if data["storage"]:
+        data["storage"] = redact_url(data["storage"])
+    path = write_atomic(run_dir / EXPERIMENT_FILE, lambda handle: yaml.safe_dump(data, handle, sort_keys=False))
     info = {"id": experiment_id, "driver": config.driver, "created": time.time(), "cwd": os.getcwd()}
     write_atomic(run_dir / RUN_FILE, lambda handle: json.dump(info, handle, indent=1))
     return path
 
 
-def load_run(run_dir: Path) -> ExperimentConfig:
-    """The experiment file of a run directory."""
-    return load_config(run_dir / EXPERIMENT_FILE)
+def load_run(run_dir: Path, storage: str | None = None) -> ExperimentConfig:
+    """The experiment file of a run directory; ``storage`` replaces the saved storage URL, which
+    must be given again where its password was masked."""
+    config = load_config(run_dir / EXPERIMENT_FILE)
+    if storage is not None:
+        return config.model_copy(update={"storage": storage})
+    if config.storage and ":***@" in config.storage:
+        raise ConfigError(f"{config.source}: storage: its password was not saved; pass the storage URL again "
+                          "with --storage (or leave the password out of URLs: PostgreSQL reads PGPASSWORD "
+                          "and ~/.pgpass)")
+    return config
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Inside the block, files and directories this process (and its children) create are its
+    user's only (umask 077): run directories 0700, files 0600."""
+    before = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(before)
 
 
 def launch_directory(run_dir: Path) -> str:

@@ -115,11 +115,15 @@ def build_space(config: ExperimentConfig, workload: Workload, model: nn.Module) 
     """The search space the experiment file describes, before pruning."""
     options = config.search_space
     try:
-        return SearchSpace.from_model(
+        space = SearchSpace.from_model(
             model, workload.example_input, weight_bits=options.weight_bits, act_bits=options.act_bits,
             include=options.include, exclude=options.exclude, overrides=options.overrides, base=options.base())
     except ValueError as err:
         raise ConfigError(f"{config.source}: search_space: {err}") from None
+    if not space.parameters():
+        raise ConfigError(f"{config.source}: search_space: nothing to search: every layer of {workload.name} is "
+                          "excluded or has a single choice")
+    return space
 
 
 def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = None,

@@ -109,5 +109,5 @@ def get_strategy(name: str, **args: Any) -> Strategy:
         raise ValueError(f"unknown strategy {name!r}; available: {', '.join(strategy_names())}")
     try:
         return _REGISTRY[name](**args)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"strategy {name!r}: bad arguments: {err}") from None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ..policy import Policy
 from ..search_spaces import SearchSpace
 from .base import Strategy, StrategyContext, policy_from_bits, register_strategy
+from .two_level import bit_pair
 
 
 @register_strategy("uniform")
@@ -21,6 +22,7 @@ class UniformStrategy(Strategy):
         self.bits = [tuple(pair) for pair in bits]
         if any(len(pair) != 2 for pair in self.bits):
             raise TypeError(f"bits must be [weight_bits, act_bits] pairs, got {bits!r}")
+        self.bits = [bit_pair(pair, f"bits[{i}]") for i, pair in enumerate(self.bits)]
 
     def scores(self, context: StrategyContext) -> dict[str, float]:
         return {}  # every layer alike

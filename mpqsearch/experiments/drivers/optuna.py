@@ -28,12 +28,13 @@ from typing import Any, TextIO
 
 import optuna
 import psutil
+import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from ...objectives import feasible
-from ..config import ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig, redact_url
 from ..progress import Progress, TrialCounts
 from ..runs import STOP_FILE, load_run
 from ..samplers import make_sampler
@@ -55,21 +56,37 @@ def storage_url(config: ExperimentConfig, run_dir: Path) -> str:
     return config.storage or f"sqlite:///{run_dir / 'optuna.db'}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
     """A journal file (``*.log``, ``*.journal``, ``*.jsonl``) or any SQLAlchemy URL (SQLite,
-    PostgreSQL for workers on several machines) with heartbeats. SQLite waits up to 60 s for a lock."""
+    PostgreSQL for workers on several machines) with heartbeats. SQLite waits up to 60 s for a lock.
+    Without ``create``, a missing SQLite or journal file is an error instead of a new empty one.
+    Every failure is a one-line :class:`ConfigError` saying what to do, the password masked."""
+    shown = redact_url(url)
     if "://" not in url:
         if not url.endswith(JOURNAL_SUFFIXES):
             raise ConfigError(f"storage: {url!r} is neither a database URL nor a journal file "
                               f"({', '.join(JOURNAL_SUFFIXES)})")
+        if not create and not Path(url).is_file():
+            raise ConfigError(f"storage: {url}: no such journal file")
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"storage: {shown}: no such SQLite file")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8; they are what we need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8; they are what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+    except ImportError:
+        raise ConfigError(f"storage: {shown}: its database driver is not installed (for PostgreSQL: "
+                          "pip install 'mpqsearch[postgres]' and a postgresql+psycopg:// URL)") from None
+    except sqlalchemy.exc.ArgumentError as err:
+        raise ConfigError(f"storage: {shown}: not a database URL SQLAlchemy can open ({err})") from None
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise ConfigError(f"storage: {shown}: cannot open the database: {reason}") from None
 
 
 WORKER_ATTR = "worker"
@@ -143,12 +160,14 @@ def run_trials(setup: ExperimentSetup, study: optuna.Study, deadline: float | No
     study.optimize(_objective(setup), timeout=timeout, callbacks=callbacks, catch=(Exception,))
 
 
-def _worker_entry(run_dir: str, study_name: str, worker: int, threads: int, deadline: float | None) -> None:
-    """One spawned worker process: its own setup (reading the shared cache) on the shared study."""
+def _worker_entry(run_dir: str, study_name: str, storage: str, worker: int, threads: int,
+                  deadline: float | None) -> None:
+    """One spawned worker process: its own setup (reading the shared cache) on the shared study
+    (``storage`` is handed over: a password is not in the run directory's file)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_run(Path(run_dir))
+    config = load_run(Path(run_dir), storage)
     setup = build_setup(config, cache_dir=Path(run_dir) / "cache", threads=threads)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url(config, Path(run_dir))),
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage),
                               sampler=make_sampler(config.sampler, source=config.source, worker=worker))
     run_trials(setup, study, deadline, Path(run_dir) / STOP_FILE)
 
@@ -178,8 +197,8 @@ class OptunaDriver(Driver):
         return self._storage
 
     def describe(self, out: TextIO) -> None:
-        print(f"  storage: {self.url} (study {self.experiment_id}); watch it with: optuna-dashboard {self.url}",
-              file=out)
+        shown = redact_url(self.url)
+        print(f"  storage: {shown} (study {self.experiment_id}); watch it with: optuna-dashboard {shown}", file=out)
 
     def _study(self, setup: ExperimentSetup) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -216,7 +235,7 @@ class OptunaDriver(Driver):
             return
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_entry, daemon=False,
-                                     args=(str(self.run_dir), self.experiment_id, i, threads, deadline))
+                                     args=(str(self.run_dir), self.experiment_id, self.url, i, threads, deadline))
                      for i in range(workers)]
         for process in processes:
             process.start()
@@ -240,7 +259,8 @@ class OptunaDriver(Driver):
                            [t.values for t in complete if feasible(t.constraints)])
 
     def view(self, port: int | None) -> None:
-        raise ConfigError(f"experiment {self.experiment_id} ran on Optuna: open it with optuna-dashboard {self.url}")
+        raise ConfigError(f"experiment {self.experiment_id} ran on Optuna: open it with optuna-dashboard "
+                          f"{redact_url(self.url)}")
 
 
 def study_attrs(study: optuna.Study) -> dict[str, Any]:
