@@ -23,3 +23,28 @@ def example_input():
 def calib_data():
     gen = torch.Generator().manual_seed(2)
     return [torch.randn(4, *EXAMPLE_INPUT_SHAPE[1:], generator=gen) for _ in range(3)]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server per test session; the tests that need it are skipped, with
+    the reason, where it cannot start."""
+    from postgres_server import PostgresUnavailable, throwaway_postgres
+
+    server = throwaway_postgres()
+    try:
+        url = server.__enter__()
+    except PostgresUnavailable as err:
+        pytest.skip(f"PostgreSQL unavailable: {err}")
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's server."""
+    from postgres_server import new_database
+
+    return new_database(postgres_server)

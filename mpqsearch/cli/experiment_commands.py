@@ -37,6 +37,13 @@ def cmd_resume(args: argparse.Namespace) -> None:
     launcher.resume(args.id, args.directory, args.port, storage=args.storage)
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    from ..experiments.drivers.optuna import join
+
+    ran = join(args.storage, args.study, args.cache_dir)
+    print(f"worker finished: {ran} trial(s) run here")
+
+
 def cmd_view(args: argparse.Namespace) -> None:
     from ..experiments import launcher
 
@@ -59,6 +66,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     launch.add_argument("--port", type=int, help="NNI web UI port")
     launch.add_argument("--directory", help="where experiments keep their files")
     launch.set_defaults(func=cmd_launch)
+    worker = sub.add_parser("worker", help="add a worker to a running Optuna experiment, from any machine that "
+                                           "reaches its storage")
+    worker.add_argument("storage", help="the experiment's storage URL (e.g. postgresql+psycopg://user@host/db)")
+    worker.add_argument("--study", help="the experiment ID (optional if the storage holds one study)")
+    worker.add_argument("--cache-dir", help="where this worker keeps the trials' shared cache "
+                                            "(default ~/.cache/mpqsearch/trials)")
+    worker.set_defaults(func=cmd_worker)
     for name, func, text in (("resume", cmd_resume, "continue an interrupted experiment"),
                              ("view", cmd_view, "open the NNI web UI of a finished experiment"),
                              ("stop", cmd_stop, "stop a running experiment")):

@@ -8,16 +8,20 @@ directory (:mod:`.runs`) created. The driver comes from the registry (:mod:`.dri
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from .config import ConfigError, ExperimentConfig, config_error
+from .config import ConfigError, ExperimentConfig, config_error, load_config
 from .drivers import get_driver
 from .drivers.base import Driver
+from .lifetime import RunLock
 from .progress import Progress
 from .runs import (
+    EXPERIMENT_FILE,
     STOP_FILE,
     find_run,
     launch_directory,
@@ -66,11 +70,27 @@ def launch(config: ExperimentConfig, out: TextIO | None = None) -> str:
     setup = build_setup(config, cache_dir=run_dir / "cache")
     with private_files():
         save_run(run_dir, config, experiment_id)
-        print(f"experiment {experiment_id} ({config.driver}) on {config.workload}", file=out)
-        print(f"  results: {run_dir}", file=out)
-        driver.describe(out)
-        driver.launch(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out), out)
+        with _running(run_dir, experiment_id):
+            print(f"experiment {experiment_id} ({config.driver}) on {config.workload}", file=out)
+            print(f"  results: {run_dir}", file=out)
+            driver.describe(out)
+            driver.launch(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out),
+                          out)
     return experiment_id
+
+
+@contextmanager
+def _running(run_dir: Path, experiment_id: str) -> Iterator[None]:
+    """Hold the run directory's lock for the block: one launcher per experiment at a time."""
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        raise ConfigError(f"experiment {experiment_id} is already running (launcher pid {lock.owner}); wait for it "
+                          "or stop it, or add workers to an Optuna experiment with: mpqsearch worker STORAGE "
+                          f"--study {experiment_id}")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def resume(experiment_id: str, directory: str | Path | None = None, port: int | None = None,
@@ -85,8 +105,8 @@ def resume(experiment_id: str, directory: str | Path | None = None, port: int | 
         config = apply_overrides(config, port=port)
     driver = _driver(config, experiment_id, run_dir)
     setup = build_setup(config, cache_dir=run_dir / "cache")
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
-    with private_files():
+    with private_files(), _running(run_dir, experiment_id):
+        (run_dir / STOP_FILE).unlink(missing_ok=True)
         print(f"resuming experiment {experiment_id} ({config.driver})", file=out)
         driver.describe(out)
         driver.resume(setup, Progress(setup.objectives, config.budget.max_trials, driver.multi_objective, out), out)
@@ -101,4 +121,4 @@ def view(experiment_id: str, directory: str | Path | None = None, port: int | No
 def stop(experiment_id: str, directory: str | Path | None = None) -> None:
     """Ask a running experiment to stop: running trials finish and are recorded, no new one starts."""
     run_dir = find_run(experiment_id, directory)
-    _driver(load_run(run_dir), experiment_id, run_dir).stop()
+    _driver(load_config(run_dir / EXPERIMENT_FILE), experiment_id, run_dir).stop()

@@ -1,9 +1,10 @@
 """The Optuna driver: one study per experiment, several worker processes, seeds first.
 
 Trials run through Optuna's own machinery: ``study.optimize`` with ``MaxTrialsCallback`` (the
-budget counts finished trials of the whole study, so a resumed search only runs what is left; with
-several workers it can overshoot by at most ``concurrency - 1``), its ``timeout`` for
-``max_duration``, and a callback that stops at the run directory's STOP file. Constraints use
+budget counts finished trials of the whole study, but interrupted ones that were run again, so a
+resumed search only runs what is left; with several workers it can overshoot by at most
+``concurrency - 1``), its ``timeout`` for ``max_duration``, and a callback that stops at
+``mpqsearch stop``. Constraints use
 Optuna 5's ``trial.set_constraint``.
 
 Trials a dead process left RUNNING are found two ways, and queued again (up to
@@ -20,6 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -34,7 +36,8 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from ...objectives import feasible
-from ..config import ConfigError, ExperimentConfig, redact_url
+from ..config import ConfigError, ExperimentConfig, parse_config, redact_url
+from ..lifetime import die_with_parent
 from ..progress import Progress, TrialCounts
 from ..runs import STOP_FILE, load_run
 from ..samplers import make_sampler
@@ -48,7 +51,10 @@ GRACE_SECONDS = 30
 MAX_RETRIES = 2
 """A trial interrupted this many times is not queued again."""
 STUDY_ATTR = "mpqsearch"
-"""The study's user attribute holding the workload, objective names and driver."""
+"""The study's user attribute holding the workload, objective names, driver, the experiment file
+(for joining workers), the launch's deadline and a stop request."""
+DEFAULT_CACHE_DIR = "~/.cache/mpqsearch/trials"
+"""Where a joining worker keeps the trials' shared cache (keyed by model and data)."""
 
 
 def storage_url(config: ExperimentConfig, run_dir: Path) -> str:
@@ -133,43 +139,99 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
     return objective
 
 
-class _StopFile:
-    """Stops the study once ``path`` exists (``mpqsearch stop``)."""
+class _Stop:
+    """Stops the study once it is asked to: the run directory's STOP file (this machine) or the
+    study's ``stop`` attribute (workers on any machine), both written by ``mpqsearch stop``."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, stop_file: Path | None) -> None:
+        self.stop_file = stop_file
+
+    def requested(self, study: optuna.Study) -> bool:
+        return bool((self.stop_file is not None and self.stop_file.exists()) or study_attrs(study).get("stop"))
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.path.exists():
+        if self.requested(study):
             study.stop()
 
 
-def run_trials(setup: ExperimentSetup, study: optuna.Study, deadline: float | None, stop_file: Path,
+def spent(study: optuna.Study) -> int:
+    """Trials that count against the budget: every finished one but those interrupted and queued
+    again (they measured nothing; their retry counts instead)."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    retried = {number for t in study.get_trials(deepcopy=False)
+               for number in t.system_attrs.get("retry_history", [])}
+    return sum(t.number not in retried for t in trials)
+
+
+class _Budget(MaxTrialsCallback):
+    """Optuna's ``MaxTrialsCallback`` over FINISHED trials, not counting interrupted trials that
+    were queued again (:func:`spent`)."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if spent(study) >= self._n_trials:
+            study.stop()
+
+
+def run_trials(setup: ExperimentSetup, study: optuna.Study, deadline: float | None, stop_file: Path | None,
                on_trial: Callable[[], None] | None = None) -> None:
-    """Run trials until the study's budget or the deadline is spent, or ``stop_file`` appears."""
-    budget = setup.config.budget.max_trials
-    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= budget or stop_file.exists():
+    """Run trials until the study's budget or the deadline is spent, or a stop is asked for."""
+    budget, stop = setup.config.budget.max_trials, _Stop(stop_file)
+    if spent(study) >= budget or stop.requested(study):
         return
     timeout = None if deadline is None else deadline - time.time()
     if timeout is not None and timeout <= 0:
         return
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
-        MaxTrialsCallback(budget, states=FINISHED), _StopFile(stop_file)]
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [_Budget(budget), stop]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial())
     study.optimize(_objective(setup), timeout=timeout, callbacks=callbacks, catch=(Exception,))
 
 
 def _worker_entry(run_dir: str, study_name: str, storage: str, worker: int, threads: int,
-                  deadline: float | None) -> None:
+                  deadline: float | None, parent: int) -> None:
     """One spawned worker process: its own setup (reading the shared cache) on the shared study
-    (``storage`` is handed over: a password is not in the run directory's file)."""
+    (``storage`` is handed over: a password is not in the run directory's file); it dies with the
+    launcher that started it, even one killed with ``kill -9``."""
+    die_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_run(Path(run_dir), storage)
     setup = build_setup(config, cache_dir=Path(run_dir) / "cache", threads=threads)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage),
                               sampler=make_sampler(config.sampler, source=config.source, worker=worker))
     run_trials(setup, study, deadline, Path(run_dir) / STOP_FILE)
+
+
+def join(storage: str, study_name: str | None = None, cache_dir: str | os.PathLike | None = None,
+         out: TextIO | None = None) -> int:
+    """Work on a running experiment's study from another process or machine: read the experiment
+    file the launch recorded in the study, run trials until the shared budget, the launch's
+    deadline or a stop; returns how many trials this worker ran. The workload must be available
+    here as where it was launched (a built-in, an installed module, the same image paths)."""
+    backend = open_storage(storage, create=False)
+    names = optuna.get_all_study_names(backend)
+    if study_name is None and len(names) == 1:
+        study_name = names[0]
+    if study_name not in names:
+        raise ConfigError(f"storage: {redact_url(storage)}: no study {study_name!r} to join "
+                          f"(studies: {', '.join(names) or 'none'})")
+    recorded = study_attrs(optuna.load_study(study_name=study_name, storage=backend))
+    if "experiment" not in recorded:
+        raise ConfigError(f"study {study_name!r} was not launched by mpqsearch (it has no experiment file)")
+    config = parse_config({**recorded["experiment"], "storage": storage}, f"study {study_name}")
+    setup = build_setup(config, cache_dir=Path(cache_dir or DEFAULT_CACHE_DIR).expanduser())
+    setup.warm_up()
+    study = optuna.load_study(study_name=study_name, storage=backend,
+                              sampler=make_sampler(config.sampler, source=config.source, worker=os.getpid()))
+    before = _own_trials(study)
+    print(f"worker {socket.gethostname()}:{os.getpid()} on study {study_name} ({config.workload})",
+          file=out or sys.stdout, flush=True)
+    run_trials(setup, study, recorded.get("deadline"), None)
+    return _own_trials(study) - before
+
+
+def _own_trials(study: optuna.Study) -> int:
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    return sum(t.user_attrs.get(WORKER_ATTR) == me for t in study.get_trials(deepcopy=False, states=FINISHED))
 
 
 class OptunaDriver(Driver):
@@ -209,8 +271,10 @@ class OptunaDriver(Driver):
 
     def launch(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
         study = self._study(setup)
+        experiment = self.config.to_dict() | {"storage": None}  # workers bring the URL (and its password)
         study.set_user_attr(STUDY_ATTR, {"workload": self.config.workload_spec, "objectives": setup.objectives.names,
-                                         "driver": self.name})
+                                         "driver": self.name, "experiment": experiment,
+                                         "deadline": self._deadline()})
         for policy in setup.seeds():
             study.enqueue_trial(setup.space.params_from_policy(policy),
                                 user_attrs={"strategy": policy.provenance["strategy"]}, skip_if_exists=True)
@@ -218,13 +282,17 @@ class OptunaDriver(Driver):
 
     def resume(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
         study = self._study(setup)
+        study.set_user_attr(STUDY_ATTR, {**study_attrs(study), "stop": False, "deadline": self._deadline()})
         requeue_dead_trials(study)
         self._run(setup, study, progress)
+
+    def _deadline(self) -> float | None:
+        return time.time() + self.config.budget.max_seconds if self.config.budget.max_seconds else None
 
     def _run(self, setup: ExperimentSetup, study: optuna.Study, progress: Progress) -> None:
         """Run the workers until the budget is spent, showing progress as the study grows."""
         setup.record(self.run_dir)
-        deadline = time.time() + self.config.budget.max_seconds if self.config.budget.max_seconds else None
+        deadline = self._deadline()
         workers = self.config.budget.concurrency
         threads = max(1, (os.cpu_count() or 1) // workers)
         stop_file = self.run_dir / STOP_FILE
@@ -235,7 +303,8 @@ class OptunaDriver(Driver):
             return
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_entry, daemon=False,
-                                     args=(str(self.run_dir), self.experiment_id, self.url, i, threads, deadline))
+                                     args=(str(self.run_dir), self.experiment_id, self.url, i, threads, deadline,
+                                           os.getpid()))
                      for i in range(workers)]
         for process in processes:
             process.start()
@@ -249,7 +318,13 @@ class OptunaDriver(Driver):
         progress.show(self.counts())
 
     def stop(self) -> None:
+        """The STOP file stops this machine's workers; the study's ``stop`` attribute, where the
+        storage opens (its password is not saved), stops joined workers elsewhere too."""
         (self.run_dir / STOP_FILE).write_text("stop requested\n")
+        if ":***@" in self.url:
+            return
+        study = optuna.load_study(study_name=self.experiment_id, storage=self.storage)
+        study.set_user_attr(STUDY_ATTR, {**study_attrs(study), "stop": True})
 
     def counts(self) -> TrialCounts:
         trials = optuna.load_study(study_name=self.experiment_id, storage=self.storage).get_trials(deepcopy=False)
