@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..experiments.config import ConfigError
+from ..experiments.runs import RunError
 from ..trials.errors import TrialError
 from . import analysis_commands, experiment_commands, workload_commands
 from .output import CliError
@@ -36,5 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrialError as err:
         print(f"mpqsearch: trial failed: {err}", file=sys.stderr)
+        return 1
+    except RunError as err:
+        print(f"mpqsearch: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a directory that cannot be written, a full disk
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mpqsearch: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     return 0

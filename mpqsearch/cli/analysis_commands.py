@@ -57,7 +57,12 @@ def cmd_apply(args: argparse.Namespace) -> None:
     workload = args.workload or policy.provenance.get("workload")
     if not workload:
         raise CliError(f"{args.policy}: no workload in its provenance; pass --workload")
-    checks = reapply(policy, load_workload(workload), latency=args.latency)
+    workload = load_workload(workload)
+    try:
+        policy = load_policy(args.policy, workload.build_model())  # refused, naming the file, if for another model
+    except PolicyError as err:
+        raise CliError(str(err)) from None
+    checks = reapply(policy, workload, latency=args.latency)
     print_table([{"metric": c.name, "recorded": f"{c.recorded:.6g}",
                   "measured": "-" if c.measured is None else f"{c.measured:.6g}",
                   "difference": "-" if c.measured is None else f"{c.measured - c.recorded:+.3g}",

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import sqlalchemy
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictStr, ValidationError
 
 from ..files import read_yaml
 from ..objectives import Constraint, Objective
@@ -196,6 +196,12 @@ class ExperimentConfig(_Section):
     host: StrictStr = "127.0.0.1"
     directory: StrictStr = "~/mpqsearch-experiments"
     source: str = Field("<config>", exclude=True)
+    _flags: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        """How to name ``key`` in a message: the flag that set it (``--directory``), or the file
+        and the key (``exp.yaml: directory``)."""
+        return self._flags.get(key) or f"{self.source}: {key}"
 
     @property
     def workload_spec(self) -> str | dict[str, Any]:

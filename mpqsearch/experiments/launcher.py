@@ -41,16 +41,19 @@ OVERRIDE_FLAGS = {"driver": "--driver", "budget.max_trials": "--max-trials", "st
 def apply_overrides(config: ExperimentConfig, **flags: Any) -> ExperimentConfig:
     """A copy of ``config`` with the given flags (``driver``, ``max_trials``, ``storage``,
     ``port``, ``directory``; ``None`` leaves the file's value), each checked as the flag it is."""
-    data = config.to_dict()
+    data, given = config.to_dict(), {}
     for key, flag in OVERRIDE_FLAGS.items():
         value = flags.get(flag.lstrip("-").replace("-", "_"))
         if value is not None:
             section, _, name = key.rpartition(".")
             (data[section] if section else data)[name] = value
+            given[key] = flag
     try:
-        return ExperimentConfig.model_validate({**data, "source": config.source})
+        overridden = ExperimentConfig.model_validate({**data, "source": config.source})
     except ValidationError as err:
         raise config_error(err, config.source, OVERRIDE_FLAGS) from None
+    overridden._flags = given
+    return overridden
 
 
 def _driver(config: ExperimentConfig, experiment_id: str, run_dir: Path) -> Driver:
@@ -65,11 +68,15 @@ def launch(config: ExperimentConfig, out: TextIO | None = None) -> str:
     experiment_id = new_experiment_id()
     run_dir = run_directory(config, experiment_id)
     if run_dir.parent.exists() and not run_dir.parent.is_dir():
-        raise ConfigError(f"{config.source}: directory: {run_dir.parent} is a file, not a directory")
+        raise ConfigError(f"{config.where('directory')}: {run_dir.parent} is a file, not a directory")
     driver = _driver(config, experiment_id, run_dir)
     setup = build_setup(config, cache_dir=run_dir / "cache")
     with private_files():
-        save_run(run_dir, config, experiment_id)
+        try:
+            save_run(run_dir, config, experiment_id)
+        except OSError as err:
+            raise ConfigError(f"{config.where('directory')}: cannot write {err.filename or run_dir}: "
+                              f"{err.strerror or err}") from None
         with _running(run_dir, experiment_id):
             print(f"experiment {experiment_id} ({config.driver}) on {config.workload}", file=out)
             print(f"  results: {run_dir}", file=out)

@@ -22,6 +22,12 @@ import yaml
 from ..files import write_atomic
 from .config import ConfigError, ExperimentConfig, load_config, redact_url
 
+
+class RunError(RuntimeError):
+    """An experiment cannot go on (its storage or disk failed); the message says what to do.
+    Finished trials are kept."""
+
+
 EXPERIMENT_FILE = "experiment.yaml"
 RUN_FILE = "run.json"
 STOP_FILE = "STOP"

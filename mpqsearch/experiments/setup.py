@@ -141,6 +141,8 @@ def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = 
         raise ConfigError(f"{config.source}: latency: {err}") from None
     space = build_space(config, workload, evaluator.model)
     objectives = objective_set(config, workload)
+    for i, ref in enumerate(config.strategies.seed):  # their arguments are checked before any trial runs
+        _strategy(config, "seed", i, ref.name, ref.args)
     return ExperimentSetup(config, workload, evaluator, _pruned(config, space, evaluator), objectives)
 
 

@@ -39,7 +39,7 @@ from ...objectives import feasible
 from ..config import ConfigError, ExperimentConfig, parse_config, redact_url
 from ..lifetime import die_with_parent
 from ..progress import Progress, TrialCounts
-from ..runs import STOP_FILE, load_run
+from ..runs import STOP_FILE, RunError, load_run
 from ..samplers import make_sampler
 from ..setup import ExperimentSetup, build_setup
 from .base import Driver
@@ -134,9 +134,20 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
                                             "isolation": outcome.result.latency_isolation})
         for name, violation in outcome.violations.items():
             trial.set_constraint(name, violation)
+        _keep_if_failed_meanwhile(trial, outcome.values)
         return outcome.values
 
     return objective
+
+
+def _keep_if_failed_meanwhile(trial: optuna.Trial, values: list[float]) -> None:
+    """If another process failed this trial while it ran (its heartbeat looked stale), record the
+    result as a completed copy: Optuna cannot tell a failed trial, and a result is never lost."""
+    frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+    if frozen.state == TrialState.FAIL:
+        trial.study.add_trial(optuna.trial.create_trial(
+            params=frozen.params, distributions=frozen.distributions, values=values,
+            user_attrs={**frozen.user_attrs, "recovered_from": trial.number}, system_attrs=frozen.system_attrs))
 
 
 class _Stop:
@@ -174,17 +185,35 @@ class _Budget(MaxTrialsCallback):
 
 def run_trials(setup: ExperimentSetup, study: optuna.Study, deadline: float | None, stop_file: Path | None,
                on_trial: Callable[[], None] | None = None) -> None:
-    """Run trials until the study's budget or the deadline is spent, or a stop is asked for."""
+    """Run trials until the study's budget or the deadline is spent, or a stop is asked for.
+
+    A storage that stops taking writes (a full disk, a lost database) ends the run with
+    :class:`RunError`: the finished trials are in the storage, and ``resume`` continues.
+    """
     budget, stop = setup.config.budget.max_trials, _Stop(stop_file)
-    if spent(study) >= budget or stop.requested(study):
-        return
-    timeout = None if deadline is None else deadline - time.time()
-    if timeout is not None and timeout <= 0:
-        return
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [_Budget(budget), stop]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial())
-    study.optimize(_objective(setup), timeout=timeout, callbacks=callbacks, catch=(Exception,))
+    while spent(study) < budget and not stop.requested(study):
+        timeout = None if deadline is None else deadline - time.time()
+        if timeout is not None and timeout <= 0:
+            return
+        try:
+            study.optimize(_objective(setup), timeout=timeout, callbacks=callbacks, catch=(Exception,))
+            return
+        except AssertionError as err:  # Optuna's _run_trial when its tell failed: the cause is the context
+            cause = err.__context__
+            if not (isinstance(cause, ValueError) and "Cannot tell" in str(cause)):
+                raise _storage_failure(study, cause or err) from None
+            # another process failed this trial meanwhile: the objective saved its result (_objective)
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
+            raise _storage_failure(study, err) from None
+
+
+def _storage_failure(study: optuna.Study, cause: BaseException) -> RunError:
+    reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+    return RunError(f"study {study.study_name}: the storage stopped taking results ({reason}); the finished trials "
+                    f"are kept: fix the storage (free disk space), then: mpqsearch resume {study.study_name}")
 
 
 def _worker_entry(run_dir: str, study_name: str, storage: str, worker: int, threads: int,
@@ -246,7 +275,10 @@ class OptunaDriver(Driver):
 
     @classmethod
     def check(cls, config: ExperimentConfig) -> None:
+        """The sampler builds with its arguments, and a configured storage opens."""
         make_sampler(config.sampler, source=config.source)
+        if config.storage:
+            open_storage(config.storage)
 
     @property
     def multi_objective(self) -> bool:
