@@ -52,16 +52,18 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .fold import Fold, fold_batch_norms
+from .weights import FOLDS_ATTRIBUTE
 QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 _CHAIN_MODULES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU,
+    nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU,
     nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Identity, nn.Dropout,
 )
 _NONNEG_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
 _CHAIN_FUNCTIONS = {
     F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardtanh, F.hardswish,
-    F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.clamp, torch.clip, F.dropout,
+    F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.clamp, torch.clip, F.dropout, F.batch_norm,
 }
 _NONNEG_FUNCTIONS = {F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, F.hardsigmoid}
 _CHAIN_METHODS = {"relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "clip", "clip_"}
@@ -145,6 +147,8 @@ class GraphAnalysis:
     reads: dict[str, str | None] = field(default_factory=dict)
     """Per layer, the key (a layer or a tensor site) of the quantized tensor it reads, directly or
     through grid-preserving ops; ``None`` when it reads anything else (or differs between calls)."""
+    folds: dict[str, Fold] = field(default_factory=dict)
+    """The batch norms folded into layers (:mod:`.fold`), by layer name."""
 
     @property
     def traced(self) -> bool:
@@ -390,11 +394,24 @@ def _reads(origins: dict[str, list[Origin]], key_of: dict[str, str]) -> tuple[di
     return regrids, reads
 
 
+def _trace(model: nn.Module) -> fx.GraphModule:
+    """``model`` traced in eval mode (constants such as ``self.training`` are baked into the graph);
+    its own mode is left as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        return fx.symbolic_trace(model)
+    finally:
+        model.train(was_training)
+
+
 def analyze(model: nn.Module) -> GraphAnalysis:
-    """Trace ``model`` and locate every quantizable layer's activation site and the ties."""
+    """Trace ``model`` (in eval mode), fold its batch norms into the layers before them (:mod:`.fold`;
+    the returned graph module holds the folded copies, ``model`` is left alone) and locate every
+    quantizable layer's activation site and the ties."""
     layers = quantizable_layers(model)
     try:
-        gm = fx.symbolic_trace(model)
+        gm = _trace(model)
     except Exception as err:  # noqa: BLE001 - any tracing failure means: use hooks
         warnings.warn(
             f"{type(model).__name__} cannot be traced by torch.fx ({type(err).__name__}: {err}); "
@@ -402,6 +419,8 @@ def analyze(model: nn.Module) -> GraphAnalysis:
             "and tensors joined by add or concat are not tied to one scale",
             UntraceableModelWarning, stacklevel=2)
         return GraphAnalysis(None, {n: ActivationSite(n, (), None) for n in layers})
+    folds = fold_batch_norms(gm, layers)
+    setattr(gm, FOLDS_ATTRIBUTE, folds)
     modules = dict(gm.named_modules())
     sites: dict[str, ActivationSite] = {}
     site_layers: dict[str, str] = {}
@@ -426,4 +445,4 @@ def analyze(model: nn.Module) -> GraphAnalysis:
     origins = _layer_origins(gm.graph, layers, modules, stops)
     tensor_sites = _tensor_sites(gm.graph, joins, leader, order, origins)
     regrids, reads = _reads(origins, dict(site_layers) | {site.node: key for key, site in tensor_sites.items()})
-    return GraphAnalysis(gm, sites, ties, inputs, tensor_sites, regrids, reads)
+    return GraphAnalysis(gm, sites, ties, inputs, tensor_sites, regrids, reads, folds)

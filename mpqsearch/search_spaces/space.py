@@ -128,6 +128,7 @@ class SearchSpace:
         modules = dict(model.named_modules())
         layer_params = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
         other = sum(p.numel() for p in model.parameters() if id(p) not in layer_params)
+        other -= sum(layer.folded_params for layer in layers)
         return cls(layers, weight_choices, act_choices, other_params=other, base=base, input_bits=input_bits)
 
     # --- what the space holds -------------------------------------------------------------
