@@ -156,7 +156,7 @@ def _quantize_symbolic(g: Any, x: Any, scale: Any, zero: Any, bits: int, signed:
 
 def _levels(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     dtype, offset = container(bits, signed)
-    levels = (fake_quantize(x, scale, bits, signed, narrow=False) / scale).round()
+    levels = (fake_quantize(x, scale, bits, signed, narrow=False, divide=True) / scale).round()
     return (levels + offset if offset else levels).to(dtype)  # no "+ 0": it trips the exporter's peephole pass
 
 

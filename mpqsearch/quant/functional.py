@@ -54,7 +54,7 @@ def scale_from_clip(clip: torch.Tensor, bits: int, signed: bool, kind: str = "pr
 
 def fake_quantize(
     x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, axis: int | None = None,
-    narrow: bool = True,
+    narrow: bool = True, divide: bool = False,
 ) -> torch.Tensor:
     """Quantize and dequantize ``x`` with a per-tensor (``axis=None``) or per-channel scale.
 
@@ -64,7 +64,10 @@ def fake_quantize(
     Where no gradient is needed (evaluation, calibration searches) the same arithmetic runs as
     ``round(x * (1 / s)).clamp(qmin, qmax) * s`` in place: bit for bit what torch's kernels
     compute with a zero point of 0 (tested), and on the CPU some 25x faster than
-    ``fake_quantize_per_tensor_affine``, whose cost otherwise matched a convolution's.
+    ``fake_quantize_per_tensor_affine``, whose cost otherwise matched a convolution's. With
+    ``divide`` it computes ``round(x / s)`` instead, as ONNX's ``QuantizeLinear`` does: the two
+    differ only where ``x / s`` is a tie, which ops such as a PReLU's 0.25 slope create from
+    quantized inputs (activations use it, so that the export computes the same levels).
     """
     if bits == FLOAT_BITS:
         return x
@@ -73,7 +76,8 @@ def fake_quantize(
     if not (x.requires_grad and torch.is_grad_enabled()):
         if axis is not None:
             scale = scale.reshape([-1 if d == axis % x.dim() else 1 for d in range(x.dim())])
-        return (x * (1.0 / scale)).round_().clamp_(qmin, qmax).mul_(scale)
+        levels = x / scale if divide else x * (1.0 / scale)
+        return levels.round_().clamp_(qmin, qmax).mul_(scale)
     if axis is None:
         zero = torch.zeros((), dtype=torch.int32, device=x.device)
         return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero, qmin, qmax)

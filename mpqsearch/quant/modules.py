@@ -105,7 +105,7 @@ class ActFakeQuant(nn.Module):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` on this quantizer's grid, without observing it."""
-        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False)
+        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False, divide=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:

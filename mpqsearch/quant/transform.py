@@ -33,9 +33,18 @@ ACT_CONTAINER = "mpq_act"
 """Holds the layers' activation quantizers (one per tied group)."""
 INPUT_CONTAINER = "mpq_input"
 JOIN_CONTAINER = "mpq_join"
+TENSOR_CONTAINER = "mpq_tensor"
 GRID_CONTAINER = "mpq_grid"
-"""Hold the model inputs' quantizers, the join outputs' own quantizers and the
-:class:`SameGridQuant` s, each by fx node name."""
+"""Hold the model inputs' quantizers, the join outputs' own quantizers, the quantizers of other
+tensors that layers read and the :class:`SameGridQuant` s, each by fx node name."""
+PRE_CONTAINER = "mpq_pre"
+"""Holds the quantizers of layer outputs before their activation (:attr:`GraphAnalysis.pre`), by layer."""
+_CONTAINERS = {"<input:": INPUT_CONTAINER, "<join:": JOIN_CONTAINER, "<tensor:": TENSOR_CONTAINER}
+
+
+def pre_key(layer: str) -> str:
+    """The quantizer key of ``layer``'s output before its activation."""
+    return f"<pre:{layer}>"
 
 
 def _module_key(layer: str) -> str:
@@ -89,7 +98,8 @@ def prepare(model: nn.Module) -> Prepared:
     grid-preserving ops)."""
     model = copy.deepcopy(model)
     analysis = analyze(model)
-    containers = {name: nn.Module() for name in (ACT_CONTAINER, INPUT_CONTAINER, JOIN_CONTAINER, GRID_CONTAINER)}
+    containers = {name: nn.Module() for name in (ACT_CONTAINER, PRE_CONTAINER, INPUT_CONTAINER, JOIN_CONTAINER,
+                                                 TENSOR_CONTAINER, GRID_CONTAINER)}
     quantizers = _layer_quantizers(analysis, containers[ACT_CONTAINER])
     if analysis.graph_module is None:
         for name, layer in quantizable_layers(model).items():
@@ -107,13 +117,18 @@ def prepare(model: nn.Module) -> Prepared:
     for key, site in analysis.tensor_sites.items():
         if site.mode == "own":
             quantizers[key] = ActFakeQuant(unsigned=site.unsigned)
-            container = INPUT_CONTAINER if site.follows is None else JOIN_CONTAINER
+            container = _CONTAINERS[key[:key.index(":") + 1]]
             containers[container].add_module(site.node, quantizers[key])
             _insert_after(gm, site.node, f"{container}.{site.node}")
         else:  # a concat on its group's grid
             quantizers[key] = quantizers[site.follows]
             containers[GRID_CONTAINER].add_module(site.node, SameGridQuant(quantizers[key]))
             _insert_after(gm, site.node, f"{GRID_CONTAINER}.{site.node}")
+    for name, nodes in analysis.pre.items():
+        quantizers[pre_key(name)] = ActFakeQuant(unsigned=False)
+        containers[PRE_CONTAINER].add_module(_module_key(name), quantizers[pre_key(name)])
+        for node_name in nodes:
+            _insert_after(gm, node_name, f"{PRE_CONTAINER}.{_module_key(name)}")
     for node_name, key in analysis.regrids.items():
         containers[GRID_CONTAINER].add_module(node_name, SameGridQuant(quantizers[key]))
         _insert_after(gm, node_name, f"{GRID_CONTAINER}.{node_name}")
@@ -186,6 +201,20 @@ def _act_config(names: list[str], configs: Mapping[str, LayerQuantConfig], analy
     return configs.get(site.follows)
 
 
+def _pre_config(layer: str, configs: Mapping[str, LayerQuantConfig], analysis: GraphAnalysis,
+                quantizers: Mapping[str, ActFakeQuant], settings: Mapping[int, LayerQuantConfig | None],
+                ) -> LayerQuantConfig | None:
+    """The settings of ``layer``'s output quantizer before its activation: the layer's own where an
+    int8 kernel can run it (weights, the tensor it reads and its activation at 8 bits or fewer),
+    else ``None`` (float: the layer runs in float, and its activation needs no integer input)."""
+    config = configs.get(layer)
+    source = quantizers.get(analysis.reads.get(layer) or "")
+    source_config = settings.get(id(source)) if source is not None else None
+    if config is None or source_config is None or max(config.weight_bits, config.act_bits, source_config.act_bits) > 8:
+        return None
+    return config
+
+
 WeightScaleCache = MutableMapping[Hashable, torch.Tensor]
 
 
@@ -219,7 +248,10 @@ def quantize_model(
     members: dict[int, list[str]] = {}
     for name, quantizer in quantizers.items():
         members.setdefault(id(quantizer), []).append(name)
-    settings = {key: _act_config(names, configs, analysis, input_bits) for key, names in members.items()}
+    settings = {key: _act_config(names, configs, analysis, input_bits) for key, names in members.items()
+                if not names[0].startswith("<pre:")}
+    for layer in analysis.pre:
+        settings[id(quantizers[pre_key(layer)])] = _pre_config(layer, configs, analysis, quantizers, settings)
     if act_stats is not None:
         missing = [name for name in quantizers if name not in act_stats]
         if missing:

@@ -208,7 +208,9 @@ def _fused(path, tmp_path):
     optimized = tmp_path / "optimized.onnx"
     onnxruntime_session(path, optimized_model_path=optimized)
     nodes = onnx.load(str(optimized)).graph.node
-    counts = {op: sum(n.op_type == op for n in nodes) for op in ("QLinearConv", "QLinearAdd", "QLinearConcat")}
+    ops = ("QLinearConv", "QLinearAdd", "QLinearConcat", "QGemm", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearMul",
+           "QLinearGlobalAveragePool")
+    counts = {op: sum(n.op_type == op for n in nodes) for op in ops}
     suffix = ".parametrizations.weight.0.levels"
     convs = {name.removesuffix(suffix) for n in nodes if n.op_type == "QLinearConv" for name in n.input
              if name.endswith(suffix)}
@@ -219,24 +221,28 @@ def _fused(path, tmp_path):
 def test_example_model_fusion(input_bits, example_model, calib_data, tmp_path):
     """The residual add and the concat are quantized, so the convs reading them fuse and they
     run as QLinearAdd and QLinearConcat (before: only block.depthwise fused; block.conv read a
-    signed tensor read by two nodes, which ONNX Runtime keeps int8 and does not fuse). stem stays
-    float: its ReLU output is quantized on the signed grid it shares with block.depthwise (no
-    int8 kernel folds a ReLU into a signed grid); up is a ConvTranspose; head reads the mean."""
+    signed tensor read by two nodes, which ONNX Runtime keeps int8 and does not fuse). stem's ReLU
+    output lies on the signed grid it shares with block.depthwise, which no int8 kernel folds a
+    ReLU into: its output is quantized before the ReLU too, so it runs as QLinearConv when it
+    reads the 8-bit input (with a float input it runs in float). up is a ConvTranspose (no int8
+    kernel); head reads the quantized mean and runs as QGemm."""
     qmodel = quantize_model(example_model, POLICIES["W8A8"], calib_data, input_bits=input_bits)
     counts, convs = _fused(export_onnx(qmodel, calib_data[0][:1], tmp_path / "model.onnx"), tmp_path)
-    assert convs == {"block.conv", "block.depthwise", "branch_a", "branch_b"}
-    assert counts == {"QLinearConv": 4, "QLinearAdd": 1, "QLinearConcat": 1}
+    stem = {"stem"} if input_bits == 8 else set()
+    assert convs == {"block.conv", "block.depthwise", "branch_a", "branch_b"} | stem
+    assert {op: n for op, n in counts.items() if n} == {"QLinearConv": 4 + len(stem), "QLinearAdd": 1,
+                                                        "QLinearConcat": 1, "QGemm": 1}
 
 
 def test_biases_behind_quantized_inputs_are_int32(example_model, calib_data, tmp_path):
-    """A layer with quantized weights reading a quantized tensor (every conv: stem reads the
-    quantized model input) adds an int32 bias at s_in * s_w, in the fake-quant model as in the
-    file; head reads the float mean and keeps a float bias."""
+    """A layer with quantized weights reading a quantized tensor (every layer: stem reads the
+    quantized model input, head the quantized mean) adds an int32 bias at s_in * s_w, in the
+    fake-quant model as in the file."""
     qmodel = quantize_model(example_model, POLICIES["W8A8"], calib_data)
     _, tensors = _onnx_parts(export_onnx(qmodel, calib_data[0][:1], tmp_path / "model.onnx"))
-    assert "head.bias" in tensors and "stem.bias" not in tensors
+    assert "head.bias" not in tensors and "stem.bias" not in tensors
     input_scales = {"stem": qmodel.mpq_input.x.scale, "block.conv": qmodel.mpq_act.stem.scale,
-                    "branch_a": qmodel.mpq_join.add.scale}
+                    "branch_a": qmodel.mpq_join.add.scale, "head": qmodel.mpq_tensor.mean.scale}
     for name, input_scale in input_scales.items():
         layer = qmodel.get_submodule(name)
         prefix = f"{name}.parametrizations.bias.0"
@@ -363,13 +369,17 @@ def _sr_images(count: int, size: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("model", "fused", "joins"), [
-    # the PReLU convs run float (no int8 kernel folds a PReLU); every conv without an activation
-    # fuses, the tail through the pixel shuffle; the block adds and the long skip run as
-    # QLinearAdd (the bicubic skip is the model output: float)
-    (SRResNetLike, {"blocks.0.conv2", "blocks.1.conv2", "body", "tail"}, {"QLinearAdd": 3, "QLinearConcat": 0}),
-    # the LeakyReLU convs run float; head reads the unsigned 8-bit input; the first block's
-    # concats stay on the trunk's grid, the second's requantize the first block's sum
-    (DenseLike, {"head", "blocks.0.fuse", "blocks.1.fuse", "tail"}, {"QLinearAdd": 0, "QLinearConcat": 4}),
+    # every conv runs as QLinearConv: the PReLU convs' outputs are quantized before the PReLU
+    # (no int8 kernel folds a PReLU), which runs in float between DQ and Q; the tail reads through
+    # the pixel shuffle; the block adds and the long skip run as QLinearAdd (the bicubic skip is
+    # the model output: float)
+    (SRResNetLike, {"head.0", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "body", "up.0",
+                    "tail"}, {"QLinearAdd": 3, "QLinearConcat": 0, "QLinearLeakyRelu": 0}),
+    # every conv runs as QLinearConv, the LeakyReLUs as QLinearLeakyRelu on the integers; head
+    # reads the unsigned 8-bit input; the first block's concats stay on the trunk's grid, the
+    # second's requantize the first block's sum
+    (DenseLike, {"head", "blocks.0.grow0", "blocks.0.grow1", "blocks.0.fuse", "blocks.1.grow0", "blocks.1.grow1",
+                 "blocks.1.fuse", "tail"}, {"QLinearAdd": 0, "QLinearConcat": 4, "QLinearLeakyRelu": 4}),
 ])
 def test_super_resolution_look_alikes(model, fused, joins, tmp_path):
     model = model().eval()

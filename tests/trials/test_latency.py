@@ -107,16 +107,17 @@ def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):
     plans, _ = plan_layers(example_model, example_input)
     sources = {name: plan.source for name, plan in plans.items()}
     # the residual add reads at its tied group's bits (stem's), the concat at branch_a's and
-    # branch_b's, the model input at input_bits; only the mean reaches its layer unquantized
+    # branch_b's, the model input at input_bits, the mean head reads at the bits of up, whose
+    # activation it averages
     assert sources == {"stem": "<input>", "block.conv": "stem", "block.depthwise": "block.conv", "branch_a": "stem",
-                       "branch_b": "stem", "up": "branch_a", "head": None}
-    # stem's ReLU output lies on the signed grid it shares with block.depthwise: no int8 kernel
-    assert [name for name, plan in plans.items() if not plan.fuses] == ["stem"]
+                       "branch_b": "stem", "up": "branch_a", "head": "up"}
     assert plans["up"].input_shape == (1, 16, 32, 32) and plans["head"].input_shape == (1, 8)
     space = SearchSpace.from_model(example_model, example_input)
     kinds = {name: plan.kind(Policy.uniform(space, 8, 8)) for name, plan in plans.items()}
-    assert kinds == {"stem": "float", "block.conv": "u8u8", "block.depthwise": "u8u8", "branch_a": "u8u8",
-                     "branch_b": "u8u8", "up": "u8u8", "head": "float"}
+    # every layer runs as its int8 kind: stem's output is quantized before its ReLU (which no int8
+    # kernel folds into the signed grid stem shares with block.depthwise)
+    assert kinds == {"stem": "u8u8", "block.conv": "u8u8", "block.depthwise": "u8u8", "branch_a": "u8u8",
+                     "branch_b": "u8u8", "up": "u8u8", "head": "u8u8"}
     policy = Policy.uniform(space, 8, 8, input_bits=16)
     policy.layers["stem"] = policy.layers["stem"].__class__(8, 16)  # the add follows stem's group
     assert plans["stem"].kind(policy) == plans["branch_a"].kind(policy) == "int16"
@@ -132,9 +133,9 @@ def test_lookup_table_sums_its_entries(counted, request_for, tmp_path):
     assert (fp32.backend, fp32.method) == ("lut", "lookup-table")
     w8a8 = backend.measure(request_for(8, 8))
     entries = table["layers"]
-    # five layers switch from float to u8u8 entries; stem and head stay float
-    delta = sum(len(f"{n}-u8u8") - len(f"{n}-float") for n in ("block.conv", "block.depthwise", "branch_a",
-                                                                   "branch_b", "up"))
+    # every layer switches from its float to its u8u8 entry
+    delta = sum(len(f"{n}-u8u8") - len(f"{n}-float") for n in ("stem", "block.conv", "block.depthwise", "branch_a",
+                                                                   "branch_b", "up", "head"))
     assert w8a8.median_ms == pytest.approx(fp32.median_ms + delta)
     assert "int16" not in entries["stem"]  # measured on demand only
 
@@ -143,11 +144,11 @@ def test_lookup_table_round_trips_through_its_file(counted, request_for, tmp_pat
     request = request_for(4, 8)
     first = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     measured = len(counted)
-    assert measured == 7 + 5 + 1  # every layer in float, five in u8s8, the FP32 model end to end
+    assert measured == 7 + 7 + 1  # every layer in float and in u8s8, the FP32 model end to end
     second = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     assert len(counted) == measured and second == first
     LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request_for(8, 16))
-    assert len(counted) == measured + 6  # only the new int16 entries (all but head, which reads the mean)
+    assert len(counted) == measured + 7  # only the new int16 entries
 
 
 def test_lookup_table_key_depends_on_threads(request_for, tmp_path):

@@ -61,8 +61,8 @@ from torch.nn.utils import parametrize
 
 from ...policy import Policy
 from ...quant.export import Dequantize, Quantize, check_target, container, dequantized_weight, export_onnx, write_onnx
-from ...quant.graph import MODEL_INPUT, ActivationSite, quantizable_layers
-from ...quant.modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis
+from ...quant.graph import MODEL_INPUT, quantizable_layers
+from ...quant.modules import WeightFakeQuant, weight_channel_axis
 from ...quant.spec import FLOAT_BITS, LayerQuantConfig
 from ...quant.transform import calibrate, prepare
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend
@@ -98,8 +98,6 @@ class LayerPlan:
     """Whose bits quantize the tensor this layer reads: a layer (its activation, or the add or
     concat of its tied group), :data:`~mpqsearch.quant.graph.MODEL_INPUT` (``input_bits``), or
     ``None`` (an unquantized tensor)."""
-    fuses: bool = True
-    """Whether an int8 kernel can write the layer's quantized output (module docstring)."""
 
     def kind(self, policy: Policy, target: str = "portable") -> str:
         config = policy.layers[self.name]
@@ -107,12 +105,7 @@ class LayerPlan:
             input_bits = FLOAT_BITS
         else:
             input_bits = policy.input_bits if self.source == MODEL_INPUT else policy.layers[self.source].act_bits
-        kind = execution_kind(config.weight_bits, input_bits, config.act_bits, target)
-        return "float" if kind in ("u8s8", "u8u8") and not self.fuses else kind
-
-
-def _fuses(site: ActivationSite, quantizer: ActFakeQuant) -> bool:
-    return site.chain == "none" or (site.chain == "clamp" and quantizer.unsigned is True)
+        return execution_kind(config.weight_bits, input_bits, config.act_bits, target)
 
 
 def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPlan], str]:
@@ -133,10 +126,9 @@ def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPl
     finally:
         for handle in handles:
             handle.remove()
-    _, quantizers, analysis = prepare(model)
+    analysis = prepare(model).analysis
     sources = {name: analysis.act_source(key) for name, key in analysis.reads.items() if key is not None}
-    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name),
-                             _fuses(analysis.sites[name], quantizers[name])) for name, shape in shapes.items()}
+    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name)) for name, shape in shapes.items()}
     structure = analysis.graph_module.code if analysis.traced else repr(model)
     return plans, structure
 
