@@ -81,8 +81,9 @@ INT16_OPSET = 21
 """16-bit ``QuantizeLinear``/``DequantizeLinear`` need opset 21."""
 
 
-def container(bits: int, signed: bool) -> tuple[torch.dtype, int]:
-    """The integer type holding ``bits``-bit activation levels, and its zero point.
+def container(bits: int, signed: bool, zero_point: int = 0) -> tuple[torch.dtype, int]:
+    """The integer type holding ``bits``-bit activation levels, and its zero point (an unsigned
+    grid's own ``zero_point`` added, see :class:`~.modules.ActFakeQuant`).
 
     uint8 up to 8 bits, zero point 0, or 128 for signed levels (the int8 levels shifted: the same
     numbers); int16 up to 16, zero point 0; 16-bit unsigned levels are int16 with zero point
@@ -94,8 +95,8 @@ def container(bits: int, signed: bool) -> tuple[torch.dtype, int]:
     add) keeps int8, and neither its producer nor its readers fuse.
     """
     if bits <= 8:
-        return torch.uint8, (128 if signed else 0)
-    return torch.int16, (0 if signed or bits < 16 else -(2**15))
+        return torch.uint8, (128 if signed else zero_point)
+    return torch.int16, (0 if signed else zero_point - (2**15 if bits == 16 or zero_point else 0))
 
 
 def check_target(target: str) -> None:
@@ -138,15 +139,16 @@ def _broadcast(scale: torch.Tensor, dims: int, axis: int | None) -> torch.Tensor
     return scale.reshape(shape)
 
 
-def _zero_point(g: Any, bits: int, signed: bool) -> Any:
-    dtype, zero = container(bits, signed)
+def _zero_point(g: Any, bits: int, signed: bool, zero_point: int = 0) -> Any:
+    dtype, zero = container(bits, signed, zero_point)
     return g.op("Constant", value_t=torch.tensor(zero, dtype=dtype))
 
 
-def _quantize_symbolic(g: Any, x: Any, scale: Any, zero: Any, bits: int, signed: bool) -> Any:
+def _quantize_symbolic(g: Any, x: Any, scale: Any, zero: Any, bits: int, signed: bool, zero_point: int = 0) -> Any:
     quantized = g.op("QuantizeLinear", x, scale, zero)
     qmin, qmax = quant_range(bits, signed, narrow=False)
-    dtype, offset = container(bits, signed)
+    qmin, qmax = qmin - zero_point, qmax - zero_point
+    dtype, offset = container(bits, signed, zero_point)
     if (qmin + offset, qmax + offset) == (torch.iinfo(dtype).min, torch.iinfo(dtype).max):
         return quantized
     low, high = (g.op("Mul", scale, g.op("Constant", value_t=torch.tensor(float(v)))) for v in (qmin, qmax))
@@ -154,9 +156,9 @@ def _quantize_symbolic(g: Any, x: Any, scale: Any, zero: Any, bits: int, signed:
     return g.op("QuantizeLinear", clipped, scale, zero)
 
 
-def _levels(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-    dtype, offset = container(bits, signed)
-    levels = (fake_quantize(x, scale, bits, signed, narrow=False, divide=True) / scale).round()
+def _levels(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, zero_point: int = 0) -> torch.Tensor:
+    dtype, offset = container(bits, signed, zero_point)
+    levels = (fake_quantize(x, scale, bits, signed, narrow=False, divide=True, zero_point=zero_point) / scale).round()
     return (levels + offset if offset else levels).to(dtype)  # no "+ 0": it trips the exporter's peephole pass
 
 
@@ -197,27 +199,28 @@ class QuantizeDequantize(torch.autograd.Function):
     """An activation's fake quantization, exported as ``Q -> DQ`` sharing one zero point."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-        offset = container(bits, signed)[1]
-        levels = _levels(x, scale, bits, signed).to(torch.float32)
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool,
+                zero_point: int = 0) -> torch.Tensor:
+        offset = container(bits, signed, zero_point)[1]
+        levels = _levels(x, scale, bits, signed, zero_point).to(torch.float32)
         return (levels - offset if offset else levels) * scale
 
     @staticmethod
-    def symbolic(g: Any, x: Any, scale: Any, bits: int, signed: bool) -> Any:
-        zero = _zero_point(g, bits, signed)
-        return g.op("DequantizeLinear", _quantize_symbolic(g, x, scale, zero, bits, signed), scale, zero)
+    def symbolic(g: Any, x: Any, scale: Any, bits: int, signed: bool, zero_point: int = 0) -> Any:
+        zero = _zero_point(g, bits, signed, zero_point)
+        return g.op("DequantizeLinear", _quantize_symbolic(g, x, scale, zero, bits, signed, zero_point), scale, zero)
 
 
 class QuantizedActivation(nn.Module):
     """An :class:`ActFakeQuant` for export: same values, written as ``Q -> DQ``."""
 
-    def __init__(self, scale: torch.Tensor, bits: int, signed: bool) -> None:
+    def __init__(self, scale: torch.Tensor, bits: int, signed: bool, zero_point: int = 0) -> None:
         super().__init__()
-        self.bits, self.signed = bits, signed
+        self.bits, self.signed, self.zero_point = bits, signed, zero_point
         self.register_buffer("scale", scale.detach().to(torch.float32).reshape(()).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return QuantizeDequantize.apply(x, self.scale, self.bits, self.signed)
+        return QuantizeDequantize.apply(x, self.scale, self.bits, self.signed, self.zero_point)
 
 
 class DequantizedWeight(nn.Module):
@@ -275,7 +278,7 @@ def deployable_copy(qmodel: nn.Module, target: str = "portable") -> nn.Module:
                              "mpqsearch.quant.quantize_model or mpqsearch.apply_policy")
         if id(quantizer) not in replaced:
             replaced[id(quantizer)] = nn.Identity() if quantizer.bits == FLOAT_BITS else \
-                QuantizedActivation(quantizer.scale, quantizer.bits, not quantizer.unsigned)
+                QuantizedActivation(quantizer.scale, quantizer.bits, quantizer.signed, quantizer.zero_point)
         return replaced[id(quantizer)]
 
     for parent in list(model.modules()):

@@ -54,7 +54,7 @@ def scale_from_clip(clip: torch.Tensor, bits: int, signed: bool, kind: str = "pr
 
 def fake_quantize(
     x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, axis: int | None = None,
-    narrow: bool = True, divide: bool = False,
+    narrow: bool = True, divide: bool = False, zero_point: int = 0,
 ) -> torch.Tensor:
     """Quantize and dequantize ``x`` with a per-tensor (``axis=None``) or per-channel scale.
 
@@ -68,18 +68,23 @@ def fake_quantize(
     ``divide`` it computes ``round(x / s)`` instead, as ONNX's ``QuantizeLinear`` does: the two
     differ only where ``x / s`` is a tie, which ops such as a PReLU's 0.25 slope create from
     quantized inputs (activations use it, so that the export computes the same levels).
+    ``zero_point`` (per tensor, unsigned only) shifts the ``2^b`` levels down by that many
+    steps: an asymmetric grid on ``[-z s, (2^b - 1 - z) s]``.
     """
     if bits == FLOAT_BITS:
         return x
     qmin, qmax = quant_range(bits, signed, narrow)
     scale = scale.to(torch.float32)
+    if zero_point and (signed or axis is not None):
+        raise ValueError("a zero point applies to unsigned per-tensor grids only")
     if not (x.requires_grad and torch.is_grad_enabled()):
+        qmin, qmax = qmin - zero_point, qmax - zero_point
         if axis is not None:
             scale = scale.reshape([-1 if d == axis % x.dim() else 1 for d in range(x.dim())])
         levels = x / scale if divide else x * (1.0 / scale)
         return levels.round_().clamp_(qmin, qmax).mul_(scale)
     if axis is None:
-        zero = torch.zeros((), dtype=torch.int32, device=x.device)
+        zero = torch.full((), zero_point, dtype=torch.int32, device=x.device)
         return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero, qmin, qmax)
     zero = torch.zeros(scale.numel(), dtype=torch.int32, device=x.device)
     return torch.fake_quantize_per_channel_affine(x, scale.reshape(-1), zero, axis, qmin, qmax)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from torch import fx, nn
 
 from .fold import Fold, fold_batch_norms
-from .ops import CHAIN_KINDS, MODEL_INPUT, input_sources, is_join, moves_values, operands, passes_through, site_of
+from .ops import CHAIN_KINDS, MODEL_INPUT, bounded_below, input_sources, is_join, moves_values, operands, passes_through, site_of
 from .sites import Joins, Origin, TensorSite, read_sites_of, tensor_sites_of
 from .weights import FOLDS_ATTRIBUTE
 
@@ -86,6 +86,7 @@ class ActivationSite:
     unsigned: bool | None  # None: decided from calibration data (hook fallback)
     chain: str = "none"
     outputs: tuple[str, ...] = ()  # the layer's own fx nodes, one per call
+    bounded: bool = False  # the chain ends in an activation bounded below (SiLU, hardswish, GELU)
 
 
 @dataclass
@@ -212,7 +213,9 @@ def analyze(model: nn.Module) -> GraphAnalysis:
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target in layers:
             end, unsigned, chain = site_of(node, modules)
-            site = sites.setdefault(node.target, ActivationSite(node.target, (), True, chain))
+            site = sites.setdefault(node.target, ActivationSite(node.target, (), True, chain,
+                                                                bounded=bounded_below(end, modules)))
+            site.bounded = site.bounded and bounded_below(end, modules)
             site.nodes += (end.name,)
             site.outputs += (node.name,)
             site.unsigned = site.unsigned and unsigned  # a layer called twice: both must be >= 0

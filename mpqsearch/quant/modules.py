@@ -81,14 +81,18 @@ class ActFakeQuant(nn.Module):
     ``unsigned`` marks activations known to be non-negative (after ReLU): they use all ``2^b``
     levels on ``[0, c]``; signed ones keep the level ``-2^(b-1)`` (see :mod:`.functional`);
     ``None`` leaves it to the calibration data (non-negative there: unsigned), decided when the
-    quantization is set. One instance serves every tensor of a tied group (seed 004: tensors
+    quantization is set. ``affine`` marks activations bounded below by a small negative value
+    (SiLU, hardswish, GELU): a signed one gets an asymmetric grid, all ``2^b`` levels from the
+    calibrated minimum up, and a zero point (``zero_point``; 0 on every other grid). One instance serves every tensor of a tied group (seed 004: tensors
     joined by add or concat share one scale and bit width), so calibration merges their
     statistics.
     """
 
-    def __init__(self, unsigned: bool | None, stats: ActivationStats | None = None) -> None:
+    def __init__(self, unsigned: bool | None, stats: ActivationStats | None = None, *, affine: bool = False) -> None:
         super().__init__()
         self.unsigned = unsigned
+        self.affine = affine
+        self.zero_point = 0
         self.stats = stats if stats is not None else ActivationStats()
         self.observing = True
         self.bits = FLOAT_BITS
@@ -98,14 +102,24 @@ class ActFakeQuant(nn.Module):
         """Leave observing and quantize at ``bits`` with a scale derived from the statistics."""
         self.observing = False
         self.bits = bits
+        self.zero_point = 0
         if bits != FLOAT_BITS:
             if self.unsigned is None:
                 self.unsigned = self.stats.nonnegative
-            self.scale = self.stats.scale(bits, not self.unsigned, clipping, kind)
+            if self.affine and not self.unsigned:
+                self.scale, self.zero_point = self.stats.affine(bits, clipping, kind)
+            else:
+                self.scale, self.zero_point = self.stats.scale(bits, not self.unsigned, clipping, kind), 0
+
+    @property
+    def signed(self) -> bool:
+        """Whether the grid is symmetric around zero (an affine grid is unsigned, with a zero point)."""
+        return not self.unsigned and not self.zero_point
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` on this quantizer's grid, without observing it."""
-        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False, divide=True)
+        return fake_quantize(x, self.scale, self.bits, self.signed, narrow=False, divide=True,
+                             zero_point=self.zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -114,7 +128,7 @@ class ActFakeQuant(nn.Module):
         return self.quantize(x)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, unsigned={self.unsigned}, observing={self.observing}"
+        return f"bits={self.bits}, unsigned={self.unsigned}, zero_point={self.zero_point}, observing={self.observing}"
 
 
 class SameGridQuant(nn.Module):

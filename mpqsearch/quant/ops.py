@@ -156,3 +156,16 @@ def input_sources(node: fx.Node, site_layers: dict[str, str]) -> tuple[str, ...]
         else:
             stack.extend(current.all_input_nodes)
     return tuple(found)
+
+
+_BOUNDED_MODULES = (nn.SiLU, nn.Hardswish, nn.GELU, nn.ELU, nn.Mish, nn.CELU, nn.SELU)
+_BOUNDED_FUNCTIONS = {F.silu, F.hardswish, F.gelu, F.elu, F.mish, F.celu, F.selu}
+
+
+def bounded_below(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` is an activation whose outputs never go below a small negative bound
+    (SiLU >= -0.2785, hardswish >= -0.375, GELU >= -0.17, ELU >= -alpha): an asymmetric grid
+    wastes no level on the negative side it never reaches."""
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _BOUNDED_MODULES)
+    return node.op == "call_function" and node.target in _BOUNDED_FUNCTIONS

@@ -69,7 +69,8 @@ def _layer_quantizers(analysis: GraphAnalysis, container: nn.Module) -> dict[str
     groups = list(analysis.ties) + [(name,) for name in analysis.sites if analysis.tie_of(name) is None]
     for group in groups:
         signs = [analysis.sites[m].unsigned for m in group]
-        quantizer = ActFakeQuant(unsigned=None if None in signs else all(signs))
+        quantizer = ActFakeQuant(unsigned=None if None in signs else all(signs),
+                                 affine=all(analysis.sites[m].bounded for m in group))
         container.add_module(_module_key(group[0]), quantizer)
         quantizers.update(dict.fromkeys(group, quantizer))
     return {name: quantizers[name] for name in analysis.sites}
