@@ -115,10 +115,14 @@ class Policy:
                 act_bits: int, *, input_bits: int | None = None, **options: Any) -> Policy:
         """The same bits for every layer. Layers that ``model`` keeps in float (a search space's
         excluded layers, listed by its ``float_layers``) stay at 32 bits; ``input_bits`` defaults
-        to the search space's (its ``input_bits``), else 8."""
+        to the search space's (its ``input_bits``), else 8. The other settings (scale kind,
+        granularity, clipping) are the search space's ``base`` ones, as in its policies, unless
+        ``options`` name them."""
         fingerprint = dict(model.fingerprint()) if hasattr(model, "fingerprint") else dict(model)
         keep_float = set(getattr(model, "float_layers", ()))
-        quantized = LayerQuantConfig(weight_bits, act_bits, **options)
+        base = getattr(model, "base", None)
+        settings = {k: v for k, v in base.to_dict().items() if not k.endswith("bits")} if base is not None else {}
+        quantized = LayerQuantConfig(weight_bits, act_bits, **(settings | options))
         floating = replace(quantized, weight_bits=FLOAT_BITS, act_bits=FLOAT_BITS)
         layers = {name: floating if name in keep_float else quantized for name in fingerprint}
         if input_bits is None:

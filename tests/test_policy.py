@@ -118,3 +118,13 @@ def test_input_bits_round_trip_and_default(tmp_path, policy):
     assert load_policy(_write(tmp_path, data)).input_bits == 8
     with pytest.raises(ValueError, match="got 0"):
         Policy(policy.layers, policy.fingerprint, input_bits=0)
+
+
+def test_uniform_policies_take_the_search_spaces_base_settings(example_model, example_input):
+    base = LayerQuantConfig(8, 8, scale="shift", granularity="per_tensor", weight_clipping="max", act_clipping="mse")
+    space = SearchSpace.from_model(example_model, example_input, base=base)
+    policy = Policy.uniform(space, 4, 6)
+    assert set(policy.layers.values()) == {LayerQuantConfig(4, 6, "shift", "per_tensor", "max", "mse")}
+    assert policy.layers == space.policy_from_params(dict.fromkeys(space.parameters(), 4) | {
+        name: 6 for name in space.parameters() if name.endswith("/a")}).layers
+    assert Policy.uniform(space, 4, 6, scale="product").layers["stem"].scale == "product"  # options win

@@ -23,6 +23,8 @@ for float rounding."""
 MSE_GRID = torch.linspace(1.0, 0.05, 96)
 """Fractions of the maximum tried by ``mse`` clipping. 1.0 comes first, so ``mse`` can never
 do worse than ``max``; the low end reaches far enough for 2-bit weights of heavy-tailed layers."""
+MSE_CHUNK = 1 << 24
+"""Elements evaluated at once by the ``mse`` search (candidates times tensor size): 64 MB of float32."""
 DEFAULT_PERCENTILE = 99.99
 _TINY = 1e-12
 
@@ -118,16 +120,20 @@ def clip_values(
         return torch.quantile(magnitude, percentile / 100.0, dim=1).clamp_max(top)
     if clipping != "mse":
         raise ValueError(f"unknown clipping {clipping!r}")
-    best_err = torch.full_like(top, float("inf"))
-    best_clip = top.clone()
-    for fraction in MSE_GRID.tolist():
-        clip = top * fraction
-        scale = scale_from_clip(clip, bits, signed, kind)
-        err = (fake_quantize(rows, scale, bits, signed, axis=0, narrow=narrow) - rows).pow(2).mean(dim=1)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_clip = torch.where(better, clip, best_clip)
-    return best_clip
+    clips = MSE_GRID.reshape(-1, 1) * top  # [fractions, rows]
+    errors = torch.cat([_squared_errors(rows, scale_from_clip(chunk, bits, signed, kind), bits, signed, narrow)
+                        for chunk in clips.split(max(1, MSE_CHUNK // max(rows.numel(), 1)))])
+    return clips.gather(0, errors.argmin(dim=0, keepdim=True))[0]  # argmin: the first (largest) clip of ties
+
+
+def _squared_errors(rows: torch.Tensor, scales: torch.Tensor, bits: int, signed: bool, narrow: bool) -> torch.Tensor:
+    """Per candidate (a row of ``scales``) and row: the summed squared error of quantizing ``rows``,
+    exactly as :func:`fake_quantize` rounds (``x * (1/s)``), in place on one buffer."""
+    qmin, qmax = quant_range(bits, signed, narrow)
+    scales = scales.unsqueeze(-1)  # [candidates, rows, 1]
+    buffer = rows.unsqueeze(0) * (1.0 / scales)
+    buffer.round_().clamp_(qmin, qmax).mul_(scales).sub_(rows)
+    return buffer.mul_(buffer).sum(dim=-1)
 
 
 def bias_grid(bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor,

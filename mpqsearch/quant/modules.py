@@ -10,6 +10,9 @@ to a tensor already on it, without observing.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -27,14 +30,36 @@ def weight_channel_axis(layer: nn.Module) -> int:
     return 1 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 0
 
 
+SCALE_CACHE_SIZE = 4096
+"""Weight scales kept by :func:`weight_scale` (a few floats per channel each), newest last."""
+_scale_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest() + str(tuple(data.shape))
+
+
 def weight_scale(weight: torch.Tensor, config: LayerQuantConfig, axis: int) -> torch.Tensor:
-    """Per-channel (shape ``[C]``) or per-tensor (shape ``[1]``) scale of a signed weight."""
+    """Per-channel (shape ``[C]``) or per-tensor (shape ``[1]``) scale of a signed weight.
+
+    Scales are cached by the weight's content and the weight settings, so quantizing the same
+    model again (every ``apply_policy``, export and evaluation of a user's model) skips the
+    ``mse`` search, which dominates quantizing a model."""
+    key = (_digest(weight), axis, config.weight_bits, config.granularity, config.weight_clipping, config.scale)
+    if key in _scale_cache:
+        _scale_cache.move_to_end(key)
+        return _scale_cache[key].clone()
     w = weight.detach()
     rows = w.movedim(axis, 0).reshape(w.shape[axis], -1)
     if config.granularity == "per_tensor":
         rows = rows.reshape(1, -1)
     clip = clip_values(rows, config.weight_bits, True, config.weight_clipping, config.scale)
-    return scale_from_clip(clip, config.weight_bits, True, config.scale)
+    scale = scale_from_clip(clip, config.weight_bits, True, config.scale)
+    _scale_cache[key] = scale.clone()
+    while len(_scale_cache) > SCALE_CACHE_SIZE:
+        _scale_cache.popitem(last=False)
+    return scale
 
 
 class WeightFakeQuant(nn.Module):
