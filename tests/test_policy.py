@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from mpqsearch import Policy, PolicyError, SearchSpace, load_policy, save_policy
+from mpqsearch.quant.graph import layer_fingerprint
 from mpqsearch.quant.spec import LayerQuantConfig
 
 
@@ -128,3 +129,16 @@ def test_uniform_policies_take_the_search_spaces_base_settings(example_model, ex
     assert policy.layers == space.policy_from_params(dict.fromkeys(space.parameters(), 4) | {
         name: 6 for name in space.parameters() if name.endswith("/a")}).layers
     assert Policy.uniform(space, 4, 6, scale="product").layers["stem"].scale == "product"  # options win
+
+
+def test_policies_record_their_target(example_model, tmp_path):
+    from mpqsearch.quant.spec import default_target
+
+    policy = Policy.uniform(layer_fingerprint(example_model), 8, 8)
+    assert policy.target == default_target()
+    policy.target = "portable"
+    loaded = load_policy(save_policy(policy, tmp_path / "p.yaml"))
+    assert loaded.target == "portable" and loaded.to_dict()["target"] == "portable"
+    data = policy.to_dict() | {"target": "arm"}
+    with pytest.raises(PolicyError, match="target: must be one of portable, vnni, got 'arm'"):
+        Policy.from_dict(data, "p.yaml")

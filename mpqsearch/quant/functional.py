@@ -11,9 +11,11 @@ from torch's fake-quantize kernels, so one code path serves PTQ and QAT.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .spec import FLOAT_BITS
+from .spec import FLOAT_BITS, SAFE_WEIGHT_LEVEL
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WIDE_BIAS_LEVELS = 2**30
@@ -29,6 +31,13 @@ DEFAULT_PERCENTILE = 99.99
 _TINY = 1e-12
 
 
+def weight_qmax(bits: int, target: str = "portable") -> int:
+    """The largest level of a ``bits``-bit signed weight for an export ``target``
+    (:data:`~.spec.EXPORT_TARGETS`): ``2^(b-1) - 1``, but :data:`~.spec.SAFE_WEIGHT_LEVEL` for
+    8-bit weights made for ``portable``, so the file is exact and fast on every x86 CPU."""
+    return SAFE_WEIGHT_LEVEL if bits == 8 and target == "portable" else 2 ** (bits - 1) - 1
+
+
 def quant_range(bits: int, signed: bool, narrow: bool = True) -> tuple[int, int]:
     """The integer levels ``(qmin, qmax)``; ``narrow`` drops ``-2^(b-1)`` from a signed range."""
     if signed:
@@ -37,18 +46,20 @@ def quant_range(bits: int, signed: bool, narrow: bool = True) -> tuple[int, int]
     return 0, 2**bits - 1
 
 
-def scale_from_clip(clip: torch.Tensor, bits: int, signed: bool, kind: str = "product") -> torch.Tensor:
+def scale_from_clip(clip: torch.Tensor, bits: int, signed: bool, kind: str = "product",
+                    qmax: int | None = None) -> torch.Tensor:
     """The scale that maps the clip value ``c`` to the largest level.
 
     ``product``: ``s = c / qmax``. ``shift`` (seed 004): ``s = 2^-fl`` with
     ``fl = b - 1 - ceil(log2 c)`` for signed tensors; for unsigned tensors, which have one more
     bit of magnitude, ``fl = b - ceil(log2 c)`` (our extension of the paper's signed formula).
+    ``qmax`` (signed only) overrides the largest level (a power of two for ``shift``).
     """
     clip = clip.to(torch.float32).clamp_min(_TINY)
     if kind == "product":
-        return clip / quant_range(bits, signed)[1]
+        return clip / (qmax or quant_range(bits, signed)[1])
     if kind == "shift":
-        magnitude_bits = bits - 1 if signed else bits
+        magnitude_bits = (bits - 1 if signed else bits) if qmax is None else int(math.log2(qmax)) + 1
         fl = magnitude_bits - torch.ceil(torch.log2(clip))
         return torch.exp2(-fl)
     raise ValueError(f"unknown scale kind {kind!r}")
@@ -56,7 +67,7 @@ def scale_from_clip(clip: torch.Tensor, bits: int, signed: bool, kind: str = "pr
 
 def fake_quantize(
     x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, axis: int | None = None,
-    narrow: bool = True, divide: bool = False, zero_point: int = 0,
+    narrow: bool = True, divide: bool = False, zero_point: int = 0, qmax: int | None = None,
 ) -> torch.Tensor:
     """Quantize and dequantize ``x`` with a per-tensor (``axis=None``) or per-channel scale.
 
@@ -71,11 +82,12 @@ def fake_quantize(
     differ only where ``x / s`` is a tie, which ops such as a PReLU's 0.25 slope create from
     quantized inputs (activations use it, so that the export computes the same levels).
     ``zero_point`` (per tensor, unsigned only) shifts the ``2^b`` levels down by that many
-    steps: an asymmetric grid on ``[-z s, (2^b - 1 - z) s]``.
+    steps: an asymmetric grid on ``[-z s, (2^b - 1 - z) s]``. ``qmax`` (signed, narrow) overrides
+    the largest level (:func:`weight_qmax`).
     """
     if bits == FLOAT_BITS:
         return x
-    qmin, qmax = quant_range(bits, signed, narrow)
+    qmin, qmax = quant_range(bits, signed, narrow) if qmax is None else (-qmax, qmax)
     scale = scale.to(torch.float32)
     if zero_point and (signed or axis is not None):
         raise ValueError("a zero point applies to unsigned per-tensor grids only")
@@ -104,6 +116,7 @@ def clip_values(
     kind: str = "product",
     percentile: float = DEFAULT_PERCENTILE,
     narrow: bool = True,
+    qmax: int | None = None,
 ) -> torch.Tensor:
     """One clip value per row of a 2-D tensor (a row is a channel, or the whole tensor).
 
@@ -121,15 +134,17 @@ def clip_values(
     if clipping != "mse":
         raise ValueError(f"unknown clipping {clipping!r}")
     clips = MSE_GRID.reshape(-1, 1) * top  # [fractions, rows]
-    errors = torch.cat([_squared_errors(rows, scale_from_clip(chunk, bits, signed, kind), bits, signed, narrow)
+    errors = torch.cat([_squared_errors(rows, scale_from_clip(chunk, bits, signed, kind, qmax), bits, signed, narrow,
+                                        qmax)
                         for chunk in clips.split(max(1, MSE_CHUNK // max(rows.numel(), 1)))])
     return clips.gather(0, errors.argmin(dim=0, keepdim=True))[0]  # argmin: the first (largest) clip of ties
 
 
-def _squared_errors(rows: torch.Tensor, scales: torch.Tensor, bits: int, signed: bool, narrow: bool) -> torch.Tensor:
+def _squared_errors(rows: torch.Tensor, scales: torch.Tensor, bits: int, signed: bool, narrow: bool,
+                    qmax: int | None = None) -> torch.Tensor:
     """Per candidate (a row of ``scales``) and row: the summed squared error of quantizing ``rows``,
     exactly as :func:`fake_quantize` rounds (``x * (1/s)``), in place on one buffer."""
-    qmin, qmax = quant_range(bits, signed, narrow)
+    qmin, qmax = quant_range(bits, signed, narrow) if qmax is None else (-qmax, qmax)
     scales = scales.unsqueeze(-1)  # [candidates, rows, 1]
     buffer = rows.unsqueeze(0) * (1.0 / scales)
     buffer.round_().clamp_(qmin, qmax).mul_(scales).sub_(rows)

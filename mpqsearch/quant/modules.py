@@ -40,13 +40,14 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest() + str(tuple(data.shape))
 
 
-def weight_scale(weight: torch.Tensor, config: LayerQuantConfig, axis: int) -> torch.Tensor:
-    """Per-channel (shape ``[C]``) or per-tensor (shape ``[1]``) scale of a signed weight.
+def weight_scale(weight: torch.Tensor, config: LayerQuantConfig, axis: int, qmax: int | None = None) -> torch.Tensor:
+    """Per-channel (shape ``[C]``) or per-tensor (shape ``[1]``) scale of a signed weight whose
+    largest level is ``qmax`` (default ``2^(b-1) - 1``, see :func:`~.functional.weight_qmax`).
 
     Scales are cached by the weight's content and the weight settings, so quantizing the same
     model again (every ``apply_policy``, export and evaluation of a user's model) skips the
     ``mse`` search, which dominates quantizing a model."""
-    key = (_digest(weight), axis, config.weight_bits, config.granularity, config.weight_clipping, config.scale)
+    key = (_digest(weight), axis, qmax, config.weight_bits, config.granularity, config.weight_clipping, config.scale)
     if key in _scale_cache:
         _scale_cache.move_to_end(key)
         return _scale_cache[key].clone()
@@ -54,8 +55,8 @@ def weight_scale(weight: torch.Tensor, config: LayerQuantConfig, axis: int) -> t
     rows = w.movedim(axis, 0).reshape(w.shape[axis], -1)
     if config.granularity == "per_tensor":
         rows = rows.reshape(1, -1)
-    clip = clip_values(rows, config.weight_bits, True, config.weight_clipping, config.scale)
-    scale = scale_from_clip(clip, config.weight_bits, True, config.scale)
+    clip = clip_values(rows, config.weight_bits, True, config.weight_clipping, config.scale, qmax=qmax)
+    scale = scale_from_clip(clip, config.weight_bits, True, config.scale, qmax)
     _scale_cache[key] = scale.clone()
     while len(_scale_cache) > SCALE_CACHE_SIZE:
         _scale_cache.popitem(last=False)
@@ -66,20 +67,22 @@ class WeightFakeQuant(nn.Module):
     """Parametrization ``w -> fake_quantize(w)`` with a fixed scale computed from ``w``."""
 
     def __init__(self, weight: torch.Tensor, config: LayerQuantConfig, axis: int = 0,
-                 scale: torch.Tensor | None = None) -> None:
+                 scale: torch.Tensor | None = None, qmax: int | None = None) -> None:
         super().__init__()
         self.bits = config.weight_bits
+        self.qmax = qmax if qmax is not None else 2 ** (self.bits - 1) - 1
         self.per_channel = config.granularity == "per_channel"
         self.axis = axis
         if scale is None:
-            scale = weight_scale(weight, config, axis)
+            scale = weight_scale(weight, config, axis, self.qmax)
         self.register_buffer("scale", scale.detach().clone())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(weight, self.scale, self.bits, True, self.axis if self.per_channel else None)
+        return fake_quantize(weight, self.scale, self.bits, True, self.axis if self.per_channel else None,
+                             qmax=self.qmax)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, per_channel={self.per_channel}, axis={self.axis}"
+        return f"bits={self.bits}, qmax={self.qmax}, per_channel={self.per_channel}, axis={self.axis}"
 
 
 class BiasFakeQuant(nn.Module):

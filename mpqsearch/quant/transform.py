@@ -27,7 +27,8 @@ from torch.nn.utils import parametrize
 from .graph import GraphAnalysis, analyze, quantizable_layers
 from .modules import ActFakeQuant, BiasFakeQuant, SameGridQuant, WeightFakeQuant, weight_channel_axis, weight_scale
 from .observers import ActivationStats
-from .spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
+from .functional import weight_qmax
+from .spec import DEFAULT_INPUT_BITS, EXPORT_TARGETS, FLOAT_BITS, LayerQuantConfig, check_bits, default_target
 
 ACT_CONTAINER = "mpq_act"
 """Holds the layers' activation quantizers (one per tied group)."""
@@ -228,6 +229,7 @@ def quantize_model(
     act_stats: Mapping[str, ActivationStats] | None = None,
     weight_scales: WeightScaleCache | None = None,
     template: Prepared | None = None,
+    target: str | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model``; ``model`` itself is not modified.
 
@@ -237,8 +239,14 @@ def quantize_model(
     else from a calibration pass over ``calib_data``. ``weight_scales``, a dict the caller keeps,
     caches each (layer, weight config) scale across calls. ``template``, a :func:`prepare` of
     this same ``model`` (its weights unchanged since), is copied instead of tracing the model
-    again and is left as it is. A traced model comes back as a ``torch.fx.GraphModule``.
+    again and is left as it is. ``target`` (:data:`~.spec.EXPORT_TARGETS`, default this CPU's:
+    :func:`~.spec.default_target`) is the CPU the model is made for: for ``portable`` 8-bit weights
+    keep their levels within +-64 (:func:`~.functional.weight_qmax`). A traced model comes back
+    as a ``torch.fx.GraphModule``.
     """
+    target = default_target() if target is None else target
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"unknown export target {target!r}; choose one of {', '.join(EXPORT_TARGETS)}")
     layers = quantizable_layers(model)
     unknown = sorted(set(configs) - set(layers))
     if unknown:
@@ -278,13 +286,15 @@ def quantize_model(
             continue
         layer = prepared_layers[name]
         axis = weight_channel_axis(layer)
+        qmax = weight_qmax(config.weight_bits, target)
         key = (name, config.weight_bits, config.granularity, config.weight_clipping, config.scale)
+        key += (qmax,) if qmax != weight_qmax(config.weight_bits, "vnni") else ()
         scale = weight_scales.get(key) if weight_scales is not None else None
         if scale is None:
-            scale = weight_scale(layer.weight, config, axis)
+            scale = weight_scale(layer.weight, config, axis, qmax)
             if weight_scales is not None:
                 weight_scales[key] = scale
-        weight_quantizer = WeightFakeQuant(layer.weight, config, axis, scale)
+        weight_quantizer = WeightFakeQuant(layer.weight, config, axis, scale, qmax)
         parametrize.register_parametrization(layer, "weight", weight_quantizer)
         _quantize_bias(layer, weight_quantizer, quantizers.get(analysis.reads.get(name) or ""))
     return prepared

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ..policy import Fingerprint, Policy
-from ..quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
+from ..quant.spec import DEFAULT_INPUT_BITS, EXPORT_TARGETS, FLOAT_BITS, LayerQuantConfig, check_bits, default_target
 from .layers import LayerInfo, StageMap, discover_layers
 
 DEFAULT_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -60,7 +60,8 @@ class SearchSpace:
 
     def __init__(self, layers: Sequence[LayerInfo], weight_choices: Mapping[str, Iterable[int]],
                  act_choices: Mapping[str, Iterable[int]], *, other_params: int = 0,
-                 base: LayerQuantConfig = LayerQuantConfig(), input_bits: int = DEFAULT_INPUT_BITS) -> None:
+                 base: LayerQuantConfig = LayerQuantConfig(), input_bits: int = DEFAULT_INPUT_BITS,
+                 target: str | None = None) -> None:
         self.layers = tuple(layers)
         self._by_name = {layer.name: layer for layer in self.layers}
         self.weight_choices = {n: _choices(weight_choices[n], f"{n} weight bits") for n in self._by_name}
@@ -68,6 +69,10 @@ class SearchSpace:
         self.other_params = other_params
         self.base = base
         self.input_bits = check_bits(input_bits)
+        target = default_target() if target is None else target
+        if target not in EXPORT_TARGETS:
+            raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
+        self.target = target
         self.tied_groups: dict[str, tuple[str, ...]] = {}
         for layer in self.layers:
             if layer.tied_group:
@@ -97,6 +102,7 @@ class SearchSpace:
         stages: StageMap | None = None,
         base: LayerQuantConfig = LayerQuantConfig(),
         input_bits: int = DEFAULT_INPUT_BITS,
+        target: str | None = None,
     ) -> SearchSpace:
         """Discover the layers of ``model`` and give each the same choices, then narrow them.
 
@@ -104,7 +110,9 @@ class SearchSpace:
         ``overrides`` maps a glob pattern to ``{"weight_bits": [...], "act_bits": [...]}``;
         ``stages`` maps layer names or dotted prefixes to stage names (default: the top-level
         child module); ``base`` holds the non-bit settings (scale kind, granularity, clipping)
-        and ``input_bits`` the model inputs' bits of the policies this space produces. Every
+        and ``input_bits`` the model inputs' bits of the policies this space produces, ``target``
+        the CPUs they are made for (:data:`~mpqsearch.quant.spec.EXPORT_TARGETS`; default this
+        CPU's, :func:`~mpqsearch.quant.spec.default_target`). Every
         pattern must match a layer.
         """
         layers = discover_layers(model, example_input, stages)
@@ -129,7 +137,8 @@ class SearchSpace:
         layer_params = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
         other = sum(p.numel() for p in model.parameters() if id(p) not in layer_params)
         other -= sum(layer.folded_params for layer in layers)
-        return cls(layers, weight_choices, act_choices, other_params=other, base=base, input_bits=input_bits)
+        return cls(layers, weight_choices, act_choices, other_params=other, base=base, input_bits=input_bits,
+                   target=target)
 
     # --- what the space holds -------------------------------------------------------------
     @property
@@ -194,7 +203,7 @@ class SearchSpace:
             weight = params.get(f"{n}/w", self.weight_choices[n][0])
             act = params.get(self.act_param(n), self.act_choices[n][0])
             layers[n] = replace(self.base, weight_bits=int(weight), act_bits=int(act))
-        return Policy(layers, self.fingerprint(), input_bits=self.input_bits)
+        return Policy(layers, self.fingerprint(), input_bits=self.input_bits, target=self.target)
 
     def params_from_policy(self, policy: Policy) -> dict[str, int]:
         """The parameter assignment of ``policy``; raises if it lies outside this space."""
@@ -225,7 +234,7 @@ class SearchSpace:
                 for m in members:
                     target[m] = kept
         return SearchSpace(self.layers, weight_choices, act_choices, other_params=self.other_params, base=self.base,
-                           input_bits=self.input_bits)
+                           input_bits=self.input_bits, target=self.target)
 
     def __repr__(self) -> str:
         return f"SearchSpace({len(self.layers)} layers, {len(self.parameters())} parameters)"

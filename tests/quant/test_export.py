@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from mpqsearch.quant import ActFakeQuant, LayerQuantConfig, WeightFakeQuant, quantizable_layers, quantize_model
-from mpqsearch.quant.export import deployable_copy, export_onnx, onnxruntime_session, weight_container
+from mpqsearch.quant.export import deployable_copy, export_onnx, model_target, onnxruntime_session, weight_container
 from mpqsearch.quant.modules import BiasFakeQuant, SameGridQuant
 
 LAYERS = ("stem", "block.conv", "block.depthwise", "branch_a", "branch_b", "up", "head")
@@ -101,12 +101,13 @@ def test_weights_are_integer_levels_and_activations_qdq(example_model, calib_dat
         shape = [-1 if d == quantizer.axis else 1 for d in range(layer.weight.dim())]
         with torch.no_grad():
             levels = torch.round(layer.weight / quantizer.scale.reshape(shape)).numpy()
-        dtype, zero = weight_container(policy[name].weight_bits)
+        dtype, zero = weight_container(policy[name].weight_bits, model_target(qmodel), quantizer.qmax)
         assert tensors[key].dtype == {torch.int8: np.int8, torch.uint8: np.uint8, torch.int16: np.int16}[dtype]
         stored = tensors[key].astype(np.int32) - zero
         np.testing.assert_array_equal(stored, levels)
         assert np.abs(stored).max() <= 2 ** (policy[name].weight_bits - 1) - 1
-    assert tensors["head.parametrizations.weight.0.levels"].dtype == np.uint8  # 8 bits: see weight_container
+    # 8 bits: int8, within +-64 when quantized for portable, full range for vnni (weight_container)
+    assert tensors["head.parametrizations.weight.0.levels"].dtype == np.int8
     # each quantized activation is one Q/DQ family with its own scale; 32-bit "up" has none; the
     # model input and the add have their own, the concat reuses branch_a's (tied with branch_b)
     act_scales = {n for n in tensors if n.startswith("mpq_")}
@@ -146,15 +147,17 @@ def _cpu_has_vnni() -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni"})
 
 
-@pytest.mark.parametrize("weight_bits,target", [
-    (7, "portable"), (8, "portable"),
-    pytest.param(8, "vnni", marks=pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no VNNI")),
+@pytest.mark.parametrize("weight_bits,quantized_for,target", [
+    (7, "portable", "portable"), (8, "vnni", "portable"), (8, "portable", "portable"),
+    pytest.param(8, "vnni", "vnni", marks=pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no VNNI")),
 ])
-def test_full_range_8bit_products_do_not_saturate(weight_bits, target, tmp_path):
+def test_full_range_8bit_products_do_not_saturate(weight_bits, quantized_for, target, tmp_path):
     """Activations near 255 levels times weights near the largest level: two such products
     overflow the int16 that ONNX Runtime's u8s8 kernels add them in on x86 CPUs without VNNI.
     The exported layer still computes the fake-quant model's numbers (to one output level),
-    on any CPU; the ``vnni`` target's int8 8-bit weights do so on CPUs with VNNI."""
+    on any CPU: full-range 8-bit weights in a portable file are uint8 (u8u8 kernels), 8-bit
+    weights quantized for portable stay within +-64 (int8, u8s8 kernels, 255 * 64 * 2 fits);
+    the ``vnni`` target's full-range int8 8-bit weights do so on CPUs with VNNI."""
     generator = torch.Generator().manual_seed(0)
     layer = nn.Conv2d(16, 4, 3, padding=1)
     with torch.no_grad():
@@ -162,10 +165,12 @@ def test_full_range_8bit_products_do_not_saturate(weight_bits, target, tmp_path)
         layer.bias.zero_()
     model = nn.Sequential(layer).eval()
     x = 0.9 + 0.1 * torch.rand(4, 16, 8, 8, generator=generator)
-    qmodel = quantize_model(model, {"0": LayerQuantConfig(weight_bits, 8)}, [x])
+    qmodel = quantize_model(model, {"0": LayerQuantConfig(weight_bits, 8)}, [x], target=quantized_for)
     path = export_onnx(qmodel, x[:1], tmp_path / "conv.onnx", dynamic_batch=True, target=target)
     levels = torch.from_numpy(_onnx_parts(path)[1]["0.parametrizations.weight.0.levels"].copy())
-    assert levels.dtype == weight_container(weight_bits, target)[0]
+    qmax = qmodel.get_submodule("0").parametrizations.weight[0].qmax
+    assert levels.dtype == weight_container(weight_bits, target, qmax)[0]
+    assert (levels.dtype == torch.uint8) == ((quantized_for, target) == ("vnni", "portable"))
     assert _optimized_ops(path, tmp_path).count("QLinearConv") == 1
     with torch.no_grad():
         expected = qmodel(x).numpy()
@@ -395,3 +400,24 @@ def test_super_resolution_look_alikes(model, fused, joins, tmp_path):
     step = float(qmodel.mpq_act.tail.scale)
     float_error = 1e-6 * np.abs(expected).max()  # the float bicubic skip added to the output
     assert diff.max() <= step + float_error and (diff > step / 2).mean() < 0.02
+
+
+def test_vnni_files_warn_on_cpus_without_vnni(example_model, calib_data, tmp_path, monkeypatch):
+    from mpqsearch.quant import qdq
+    from mpqsearch.quant.spec import cpu_has_vnni
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_vnni(info) is False
+    info.write_text("flags\t\t: fpu avx2 avx_vnni\n")
+    assert cpu_has_vnni(info) is True
+    assert cpu_has_vnni(tmp_path / "missing") is None
+    qmodel = quantize_model(example_model, POLICIES["W8A8"], calib_data, target="vnni")
+    monkeypatch.setattr(qdq, "cpu_has_vnni", lambda: False)
+    with pytest.warns(qdq.NoVNNIWarning, match="compute wrong numbers on this CPU"):
+        export_onnx(qmodel, calib_data[0][:1], tmp_path / "vnni.onnx", target="vnni")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_onnx(qmodel, calib_data[0][:1], tmp_path / "portable.onnx", target="portable")
+    assert model_target(qmodel) == "vnni"
+    assert model_target(quantize_model(example_model, POLICIES["W8A8"], calib_data, target="portable")) == "portable"

@@ -85,7 +85,10 @@ def test_torch_backend_restores_threads_and_mode(request_for):
 
 
 def test_execution_kinds():
-    assert execution_kind(8, 8, 8) == execution_kind(8, 4, 6) == "u8u8"  # 8-bit weights: uint8
+    # 8-bit weights quantized for portable (within +-64) are int8, full-range ones (quantized for
+    # vnni) int8 in a vnni file and uint8 in a portable one
+    assert execution_kind(8, 8, 8) == execution_kind(8, 4, 6, "portable", "portable") == "u8s8"
+    assert execution_kind(8, 8, 8, "portable", "vnni") == execution_kind(8, 4, 6, "portable", "vnni") == "u8u8"
     assert execution_kind(7, 8, 8) == execution_kind(2, 4, 6) == "u8s8"
     assert execution_kind(8, 16, 8) == execution_kind(16, 12, 9) == "int16"
     assert execution_kind(32, 8, 8) == execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == "float"
@@ -116,8 +119,10 @@ def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):
     kinds = {name: plan.kind(Policy.uniform(space, 8, 8)) for name, plan in plans.items()}
     # every layer runs as its int8 kind: stem's output is quantized before its ReLU (which no int8
     # kernel folds into the signed grid stem shares with block.depthwise)
-    assert kinds == {"stem": "u8u8", "block.conv": "u8u8", "block.depthwise": "u8u8", "branch_a": "u8u8",
-                     "branch_b": "u8u8", "up": "u8u8", "head": "u8u8"}
+    assert kinds == dict.fromkeys(plans, "u8s8")  # the file follows the policy's target: int8 weights
+    full_range = Policy.uniform(space, 8, 8)
+    full_range.target = "vnni"
+    assert {plan.kind(full_range, "portable") for plan in plans.values()} == {"u8u8"}
     policy = Policy.uniform(space, 8, 8, input_bits=16)
     policy.layers["stem"] = policy.layers["stem"].__class__(8, 16)  # the add follows stem's group
     assert plans["stem"].kind(policy) == plans["branch_a"].kind(policy) == "int16"

@@ -61,6 +61,7 @@ from torch.nn.utils import parametrize
 
 from ...policy import Policy
 from ...quant.export import Dequantize, Quantize, check_target, container, dequantized_weight, export_onnx, write_onnx
+from ...quant.qdq import warn_without_vnni
 from ...quant.graph import MODEL_INPUT, quantizable_layers
 from ...quant.modules import WeightFakeQuant, weight_channel_axis
 from ...quant.spec import FLOAT_BITS, LayerQuantConfig
@@ -76,15 +77,17 @@ TABLE_VERSION = 2
 """2: 8-bit weights are measured apart from narrower ones (``u8u8``, ``u8s8``)."""
 
 
-def execution_kind(weight_bits: int, input_bits: int, output_bits: int, target: str = "portable") -> str:
-    """One of :data:`KINDS`: how ONNX Runtime runs a layer of a file exported for ``target``
-    (module docstring)."""
+def execution_kind(weight_bits: int, input_bits: int, output_bits: int, target: str = "portable",
+                   policy_target: str = "portable") -> str:
+    """One of :data:`KINDS`: how ONNX Runtime runs a layer of a policy made for ``policy_target``
+    in a file exported for ``target`` (:func:`~mpqsearch.quant.export.weight_container`): u8u8
+    only for full-range 8-bit weights (made for ``vnni``) exported for ``portable``."""
     bits = (weight_bits, input_bits, output_bits)
     if FLOAT_BITS in bits:
         return "float"
     if max(bits) > 8:
         return "int16"
-    return "u8u8" if weight_bits == 8 and target == "portable" else "u8s8"
+    return "u8u8" if weight_bits == 8 and target == "portable" and policy_target == "vnni" else "u8s8"
 
 
 @dataclass(frozen=True)
@@ -99,13 +102,16 @@ class LayerPlan:
     concat of its tied group), :data:`~mpqsearch.quant.graph.MODEL_INPUT` (``input_bits``), or
     ``None`` (an unquantized tensor)."""
 
-    def kind(self, policy: Policy, target: str = "portable") -> str:
+    def kind(self, policy: Policy, target: str | None = None) -> str:
+        """The layer's kind under ``policy`` in a file exported for ``target`` (default: the
+        policy's own target)."""
+        target = target or policy.target
         config = policy.layers[self.name]
         if self.source is None:
             input_bits = FLOAT_BITS
         else:
             input_bits = policy.input_bits if self.source == MODEL_INPUT else policy.layers[self.source].act_bits
-        return execution_kind(config.weight_bits, input_bits, config.act_bits, target)
+        return execution_kind(config.weight_bits, input_bits, config.act_bits, target, policy.target)
 
 
 def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPlan], str]:
@@ -230,9 +236,10 @@ class LookupTableBackend(TimedBackend):
     name = "lut"
 
     def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10,
-                 cache_dir: str | os.PathLike | None = None, target: str = "portable") -> None:
+                 cache_dir: str | os.PathLike | None = None, target: str | None = None) -> None:
         super().__init__(threads=threads, repeats=repeats, warmup=warmup)
-        check_target(target)
+        if target is not None:
+            check_target(target)
         self.target = target
         self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         self._models: dict[int, _Model] = {}
@@ -299,7 +306,9 @@ class LookupTableBackend(TimedBackend):
         constant, and the per-layer IQRs added up (as if the layers' run-to-run variations moved
         together). Measures whatever entries the table still lacks."""
         seen = self._model(model, example_input)
-        kinds = {name: plan.kind(policy, self.target) for name, plan in seen.plans.items()}
+        target = self.target or policy.target
+        warn_without_vnni(target, "estimating a latency")
+        kinds = {name: plan.kind(policy, target) for name, plan in seen.plans.items()}
         wanted = set(kinds.items()) | {(name, "float") for name in seen.plans}
         table = self._fill(seen, wanted)
         entries = table["layers"]
