@@ -1,45 +1,12 @@
-"""Where a model's activations are quantized, read from its torch.fx graph.
+"""Where a model's activations are quantized, read from its torch.fx graph (batch norms folded first).
 
-For every quantizable layer we find its *activation site*: the layer's output followed through
-the element-wise ops that only it feeds (batch norm, ReLU, clamp, ...). The activation is
-quantized there, unsigned if the last op is non-negative (ReLU family, sigmoid, clamp at >= 0).
-
-Seed 004 gives tensors joined by add or concat one shared scale and bit width. We tie the layers
-whose sites feed one add or concat, following operands that are themselves adds or concats
-(a residual stream is one chain of adds, so every layer writing into it shares its scale).
-Operands that are neither a site nor a join (a model input, a scaled branch ``0.2 * y``) are not
-followed.
-
-So that quantized layers read quantized tensors (what lets ONNX Runtime run them as int8
-kernels), the tensors that layers read and no layer outputs are quantized too, as
-:class:`TensorSite` s; "read" means directly or through grid-preserving ops
-(:func:`passes_through`: reshapes, pixel shuffle, max pooling, ReLU):
-
-- a model input, at the policy's ``input_bits``; its sign comes from the calibration data (a
-  graph says nothing about an input's range);
-- an add or concat output, after the element-wise ops only it feeds (as for a layer), at the
-  activation settings of the tied group of the layers it is computed from:
-
-  - a concat all of whose operands lie on the group's grid (the group's layers' outputs, such
-    concats) is on that grid too: it reuses the group's quantizer without calibrating on it,
-    which changes no value (``same_grid``);
-  - an add, and a concat with an operand off that grid, gets its own quantizer calibrated on its
-    output (``own``), unsigned when the graph makes it non-negative (a ReLU after it, or
-    non-negative operands). An add's own scale fits the sum, whose range is not its operands';
-    a concat of an add (ESRGAN's dense blocks concatenate the residual sum with conv outputs)
-    requantizes onto its own scale, which leaves the group's scale to its layers (giving the add
-    the group's scale instead widened the shared scale 1.7x on ``sr-rrdb-x2`` and cost 0.014 dB
-    more PSNR). An operand that is no layer's output (a model input as in ``tail(y) + x``, a
-    scaled branch ``0.2 * y``, a pooled tensor) is read as it is: quantized only if it is a
-    quantized tensor itself (the model input is), and a model input counts as possibly negative.
-    A join none of whose operands comes from a layer (``x + x``) stays float.
-
-A layer that reads a quantized tensor through grid-preserving ops reads it again on the same
-grid, which changes no value (:attr:`GraphAnalysis.regrids`), so that the ONNX export can hand it
-integers.
-
-Where the model cannot be traced we fall back to hooks on the layers' outputs, take signedness
-from the calibration data, warn once, and apply no ties and no tensor sites.
+Every quantizable layer gets an *activation site* (its output through the element-wise ops only
+it feeds), and, where an int8 kernel cannot fold that activation, a quantizer before it too
+(:attr:`GraphAnalysis.pre`); layers whose sites feed one add or concat are tied to one scale
+(seed 004); every tensor a quantized layer reads is quantized (:mod:`.sites`), so ONNX Runtime
+can hand it integers. Untraceable models fall back to hooks on the layers' outputs (signedness
+from calibration, no ties, no tensor sites) with a warning. docs/numerics.md has the rules and
+the measurements behind them.
 """
 
 from __future__ import annotations
@@ -51,7 +18,8 @@ from dataclasses import dataclass, field
 from torch import fx, nn
 
 from .fold import Fold, fold_batch_norms
-from .ops import CHAIN_KINDS, MODEL_INPUT, bounded_below, input_sources, is_join, moves_values, operands, passes_through, site_of
+from .ops import (CHAIN_KINDS, MODEL_INPUT, bounded_below, input_sources, is_join, moves_values, operands,
+                  passes_through, site_of)
 from .sites import Joins, Origin, TensorSite, read_sites_of, tensor_sites_of
 from .weights import FOLDS_ATTRIBUTE
 
@@ -152,7 +120,8 @@ def _find_ties(graph: fx.Graph, site_layers: dict[str, str]) -> tuple[list[tuple
 
 
 def _layer_origins(graph: fx.Graph, layers: dict[str, nn.Module], modules: dict[str, nn.Module],
-                   stops: set[str], through: Callable[[fx.Node, dict[str, nn.Module]], bool]) -> dict[str, list[Origin]]:
+                   stops: set[str], through: Callable[[fx.Node, dict[str, nn.Module]], bool],
+                   ) -> dict[str, list[Origin]]:
     """Per layer and call, walking back from its input through the ops ``through`` accepts up to a
     node in ``stops`` (a site's end): the tensor they start from, and the op the layer reads
     (``None`` when it reads that tensor directly)."""

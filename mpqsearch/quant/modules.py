@@ -111,7 +111,8 @@ class ActFakeQuant(nn.Module):
     ``None`` leaves it to the calibration data (non-negative there: unsigned), decided when the
     quantization is set. ``affine`` marks activations bounded below by a small negative value
     (SiLU, hardswish, GELU): a signed one gets an asymmetric grid, all ``2^b`` levels from the
-    calibrated minimum up, and a zero point (``zero_point``; 0 on every other grid). One instance serves every tensor of a tied group (seed 004: tensors
+    calibrated minimum up, and a zero point (``zero_point``; 0 on every other grid).
+    One instance serves every tensor of a tied group (seed 004: tensors
     joined by add or concat share one scale and bit width), so calibration merges their
     statistics.
     """

@@ -7,7 +7,6 @@ and why is in docs/numerics.md ("The ONNX export").
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch

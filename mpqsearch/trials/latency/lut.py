@@ -1,45 +1,11 @@
-"""HAQ-style latency lookup table: each layer timed alone once per precision, summed per policy.
+"""HAQ-style latency lookup table: each layer timed alone once per execution kind, summed per policy.
 
-Execution model (ONNX Runtime 1.31, CPU). What decides a layer's speed is the kernel ONNX
-Runtime picks, and that depends on three bit widths, not on the exact number of bits:
-
-- ``u8s8`` and ``u8u8``: the weight, the tensor the layer reads and the layer's own output
-  activation all have 8 bits or fewer, and nothing but a clamp at zero into an unsigned grid
-  (ReLU) lies between the layer and its output quantizer: ``DQ -> Conv -> Q`` fuses into
-  ``QLinearConv``. The tensor read is quantized when it is another layer's output, a model input
-  (the policy's ``input_bits``) or an add or concat output (its tied group's bits), each directly
-  or through grid-preserving ops (:mod:`mpqsearch.quant.graph`); anything else (a mean,
-  ``0.2 * y``) is float. Weights of 2..7 bits are int8 and run the u8s8 kernels, 8-bit weights
-  are uint8 and run the u8u8 kernels, or int8 and u8s8 for the ``vnni`` export target
-  (:func:`mpqsearch.quant.export.weight_container` says why);
-  narrower activation levels only cost a ``DQ -> Clip -> Q``, which this table does not see;
-- ``int16``: none of the three is 32 bits but one is wider than 8: a float kernel between
-  int16 Q/DQ (ONNX Runtime has no int16 convolution on the CPU);
-- ``float``: any of the three is 32 bits, or an activation that no int8 kernel folds (PReLU,
-  LeakyReLU, sigmoid, a ReLU into a signed grid) follows the layer: a float kernel. Where its
-  tensors are quantized, the Q/DQ around it are not counted, nor that ONNX Runtime runs such a
-  kernel more slowly than in a float graph (it keeps its NCHW layout): on ``sr-rrdb-x2``, whose
-  26 LeakyReLU convs run so, the W8A8 estimate is 29 % below the end-to-end measurement.
-
-(The output bits count because ONNX Runtime fuses only a convolution whose output is quantized.)
-ConvTranspose and Gemm have no int8 kernel at all: their ``u8s8`` and ``u8u8`` entries are measured
-like any other and come out as float plus Q/DQ. Adds and concats of quantized tensors run as
-``QLinearAdd`` and ``QLinearConcat``; like every op outside the layers they are in the constant
-below, measured in float.
-
-Each (layer, kind) is measured as a one-layer ONNX model at the layer's real input shape
-(captured by a forward hook on the example input): for the integer kinds an integer input,
-``DequantizeLinear``, the layer with integer weights, ``QuantizeLinear`` and an integer output,
-so the Q/DQ work on its input and output is counted once, where it runs; for ``float`` the
-float layer. What no layer entry sees (activations, adds, concats, pooling, the runtime's
-per-run cost) is one measured constant: the end-to-end FP32 time minus the FP32 sum, so the
-table gives the FP32 policy's time exactly. Everything else is an estimate; how far it is from
-an end-to-end measurement, :func:`compare_with_end_to_end` says.
-
-Tables are keyed by the model (its traced graph, layers and input shapes), the backend, and the
-machine (CPU model, ONNX Runtime version, thread count), and kept as JSON in ``cache_dir``
-(default ``~/.cache/mpqsearch/latency``); entries are measured the first time a policy needs
-them and written atomically, so concurrent trials can share one directory.
+A layer's kind (:data:`KINDS`: ``u8s8``, ``u8u8``, ``int16``, ``float``) is how ONNX Runtime runs
+it in the exported file, decided by its weight bits, the bits of the tensor it reads and its own
+activation bits, and the export target (:func:`execution_kind`); the table follows the export:
+every layer between tensors of 8 bits or fewer runs in an int8 kernel. What no layer entry sees is
+one measured constant (FP32 end to end minus the FP32 sum). docs/latency.md says how entries are
+measured, what the table misses, and how tables are keyed and cached.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def time_onnx(path: str | os.PathLike, example_input: Any, *, threads: int, warm
 @register_latency_backend
 class OnnxRuntimeBackend(TimedBackend):
     """Exports the request's fake-quant model (:func:`~mpqsearch.quant.export.export_onnx`, for
-    ``target``: ``portable``, ``vnni``, or by default the one the model was quantized for) and times it: median and IQR of ``repeats`` runs after
+    ``target``: ``portable``, ``vnni``, or by default the one the model was quantized for) and
+    times it: median and IQR of ``repeats`` runs after
     ``warmup``, ``threads`` intra-op threads."""
 
     name = "onnxruntime"
