@@ -19,7 +19,8 @@ def apply_policy(model: nn.Module, policy: Policy, calib_data: Iterable[Any] | N
     ``calib_data`` is an iterable of example inputs (tensors, argument tuples or keyword dicts)
     from which activation scales are calibrated; it may be omitted when every activation stays
     at 32 bits. The policy must have been made for this model (same layers and weight shapes);
-    its ``input_bits`` quantize the model inputs. A refined policy (one with ``weights``) is
+    its ``input_bits`` quantize the model inputs and its ``target`` says which CPUs the weights'
+    grids are made for. A refined policy (one with ``weights``) is
     quantized on the scales of ``model``'s own weights and calibration, then its refined float
     weights take their place (the grid they were trained on). Extra keyword arguments go to
     :func:`mpqsearch.quant.quantize_model` (cached statistics).
@@ -32,7 +33,8 @@ def apply_policy(model: nn.Module, policy: Policy, calib_data: Iterable[Any] | N
     """
     policy.check_model(layer_fingerprint(model))
     weights = policy.read_weights(model)
-    qmodel = quantize_model(model, policy.layers, calib_data, input_bits=policy.input_bits, **kwargs)
+    qmodel = quantize_model(model, policy.layers, calib_data, input_bits=policy.input_bits, target=policy.target,
+                            **kwargs)
     if weights is not None:
         load_float_state(qmodel, weights)
     return qmodel

@@ -7,6 +7,7 @@ weight shape), so a policy for another model is refused instead of silently misa
     model:
       layers: {stem: [8, 3, 3, 3], head: [10, 8]}
     input_bits: 8                              # optional (default 8); 32 keeps model inputs float
+    target: portable                           # optional (default: this CPU's): the CPUs it is made for
     layers:
       stem: {weight_bits: 8, act_bits: 8, scale: product, granularity: per_channel,
              weight_clipping: mse, act_clipping: max}
@@ -40,12 +41,12 @@ import torch
 import yaml
 from torch import nn
 
-from .quant.graph import layer_fingerprint
-from .quant.spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
 from .files import read_yaml
+from .quant.graph import layer_fingerprint
+from .quant.spec import DEFAULT_INPUT_BITS, EXPORT_TARGETS, FLOAT_BITS, LayerQuantConfig, check_bits, default_target
 
 SCHEMA_VERSION = 1
-_TOP_KEYS = {"schema_version", "model", "input_bits", "layers", "weights", "metrics", "provenance"}
+_TOP_KEYS = {"schema_version", "model", "input_bits", "target", "layers", "weights", "metrics", "provenance"}
 WEIGHTS_SUFFIX = ".weights.pt"
 """``policy.yaml`` keeps its refined weights in ``policy.weights.pt`` beside it."""
 _REQUIRED_LAYER_KEYS = ("weight_bits", "act_bits")
@@ -76,12 +77,18 @@ class Policy:
     provenance: dict[str, Any] = field(default_factory=dict)
     input_bits: int = DEFAULT_INPUT_BITS
     """Bits of the model inputs that layers with quantized weights read; 32 keeps them float."""
+    target: str = field(default_factory=default_target)
+    """The CPUs the quantized model is made for (:data:`~mpqsearch.quant.spec.EXPORT_TARGETS`):
+    ``portable`` keeps 8-bit weight levels within +-64, exact and fast on every x86 CPU; ``vnni``
+    the full range, for CPUs with VNNI. Default: this CPU's (:func:`~mpqsearch.quant.spec.default_target`)."""
     weights: Weights | None = field(default=None, compare=False, repr=False)
     """Refined float weights replacing the model's: a ``state_dict`` in memory or the file holding
     one (``None``: the model's own weights)."""
 
     def __post_init__(self) -> None:
         check_bits(self.input_bits)
+        if self.target not in EXPORT_TARGETS:
+            raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {self.target!r}")
         if isinstance(self.weights, (str, os.PathLike)):
             self.weights = Path(self.weights)
 
@@ -115,21 +122,27 @@ class Policy:
                 act_bits: int, *, input_bits: int | None = None, **options: Any) -> Policy:
         """The same bits for every layer. Layers that ``model`` keeps in float (a search space's
         excluded layers, listed by its ``float_layers``) stay at 32 bits; ``input_bits`` defaults
-        to the search space's (its ``input_bits``), else 8."""
+        to the search space's (its ``input_bits``), else 8. The other settings (scale kind,
+        granularity, clipping) are the search space's ``base`` ones, as in its policies, unless
+        ``options`` name them."""
         fingerprint = dict(model.fingerprint()) if hasattr(model, "fingerprint") else dict(model)
         keep_float = set(getattr(model, "float_layers", ()))
-        quantized = LayerQuantConfig(weight_bits, act_bits, **options)
+        base = getattr(model, "base", None)
+        settings = {k: v for k, v in base.to_dict().items() if not k.endswith("bits")} if base is not None else {}
+        quantized = LayerQuantConfig(weight_bits, act_bits, **(settings | options))
         floating = replace(quantized, weight_bits=FLOAT_BITS, act_bits=FLOAT_BITS)
         layers = {name: floating if name in keep_float else quantized for name in fingerprint}
         if input_bits is None:
             input_bits = getattr(model, "input_bits", DEFAULT_INPUT_BITS)
-        return cls(layers, {k: tuple(v) for k, v in fingerprint.items()}, input_bits=input_bits)
+        return cls(layers, {k: tuple(v) for k, v in fingerprint.items()}, input_bits=input_bits,
+                   target=getattr(model, "target", None) or default_target())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "model": {"layers": {name: list(shape) for name, shape in self.fingerprint.items()}},
             "input_bits": self.input_bits,
+            "target": self.target,
             "layers": {name: config.to_dict() for name, config in self.layers.items()},
             **({"weights": str(self.weights)} if isinstance(self.weights, Path) else {}),
             "metrics": dict(self.metrics),
@@ -156,6 +169,9 @@ class Policy:
             check_bits(input_bits)
         except ValueError as err:
             raise fail("input_bits", str(err)) from None
+        target = data.get("target") or default_target()
+        if target not in EXPORT_TARGETS:
+            raise fail("target", f"must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
         layers_data = data.get("layers")
         if not isinstance(layers_data, Mapping) or not layers_data:
             raise fail("layers", "must be a non-empty mapping of layer name to settings")
@@ -178,7 +194,7 @@ class Policy:
         if weights is not None and (not isinstance(weights, str) or not weights):
             raise fail("weights", f"must be the path of a weights file, got {weights!r}")
         return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance), input_bits,
-                   Path(weights) if weights else None)
+                   target, Path(weights) if weights else None)
 
     def check_model(self, model: ModelIdentity | Mapping[str, tuple[int, ...]], source: str = "<policy>") -> None:
         """Raise :class:`PolicyError` unless ``model`` has exactly this policy's layers and shapes."""

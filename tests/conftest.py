@@ -48,3 +48,13 @@ def postgres_url(postgres_server):
     from postgres_server import new_database
 
     return new_database(postgres_server)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _portable_target():
+    """Results that do not depend on this CPU, from the session's first fixture on: the default
+    export target is ``portable`` (exact on every x86 CPU) unless a test asks for another; child
+    processes inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MPQSEARCH_TARGET", "portable")
+        yield

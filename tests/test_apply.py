@@ -31,7 +31,7 @@ def test_apply_policy_quantizes_model_inputs_at_the_policys_input_bits(example_m
         assert torch.equal(apply_policy(example_model, float_weights_float_input, calib_data)(example_input), reference)
         # inputs are quantized where a layer with quantized weights reads them: 16-bit weights
         # add almost no error of their own
-        outputs = {bits: apply_policy(example_model, Policy.uniform(space, 16, 32, input_bits=bits), calib_data)(example_input)
-                   for bits in (2, 4, 8, 32)}
+        outputs = {bits: apply_policy(example_model, Policy.uniform(space, 16, 32, input_bits=bits),
+                                      calib_data)(example_input) for bits in (2, 4, 8, 32)}
     errors = [float((outputs[bits] - reference).abs().max()) for bits in (2, 4, 8, 32)]
     assert errors[0] > errors[1] > errors[2] > 2 * errors[3]

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from mpqsearch import Policy, PolicyError, SearchSpace, load_policy, save_policy
+from mpqsearch.quant.graph import layer_fingerprint
 from mpqsearch.quant.spec import LayerQuantConfig
 
 
@@ -58,7 +59,8 @@ BAD = {
     "missing_setting": (lambda d: d["layers"]["up"].pop("act_bits"), "bad.yaml: layers.up.act_bits: missing"),
     "layer_not_mapping": (lambda d: d["layers"].update(up=8), "bad.yaml: layers.up: must be a mapping"),
     "bad_shape": (lambda d: d["model"]["layers"].update(up=[16, -8]), "bad.yaml: model.layers.up: weight shape"),
-    "bad_metrics": (lambda d: d.update(metrics={"psnr": "high"}), "bad.yaml: metrics: must map metric names to numbers"),
+    "bad_metrics": (lambda d: d.update(metrics={"psnr": "high"}),
+                    "bad.yaml: metrics: must map metric names to numbers"),
     "input_bits_out_of_range": (lambda d: d.update(input_bits=1),
                                 r"bad.yaml: input_bits: bits must be 2..16 or 32, got 1"),
     "input_bits_wrong_type": (lambda d: d.update(input_bits="8"),
@@ -118,3 +120,26 @@ def test_input_bits_round_trip_and_default(tmp_path, policy):
     assert load_policy(_write(tmp_path, data)).input_bits == 8
     with pytest.raises(ValueError, match="got 0"):
         Policy(policy.layers, policy.fingerprint, input_bits=0)
+
+
+def test_uniform_policies_take_the_search_spaces_base_settings(example_model, example_input):
+    base = LayerQuantConfig(8, 8, scale="shift", granularity="per_tensor", weight_clipping="max", act_clipping="mse")
+    space = SearchSpace.from_model(example_model, example_input, base=base)
+    policy = Policy.uniform(space, 4, 6)
+    assert set(policy.layers.values()) == {LayerQuantConfig(4, 6, "shift", "per_tensor", "max", "mse")}
+    assert policy.layers == space.policy_from_params(dict.fromkeys(space.parameters(), 4) | {
+        name: 6 for name in space.parameters() if name.endswith("/a")}).layers
+    assert Policy.uniform(space, 4, 6, scale="product").layers["stem"].scale == "product"  # options win
+
+
+def test_policies_record_their_target(example_model, tmp_path):
+    from mpqsearch.quant.spec import default_target
+
+    policy = Policy.uniform(layer_fingerprint(example_model), 8, 8)
+    assert policy.target == default_target()
+    policy.target = "portable"
+    loaded = load_policy(save_policy(policy, tmp_path / "p.yaml"))
+    assert loaded.target == "portable" and loaded.to_dict()["target"] == "portable"
+    data = policy.to_dict() | {"target": "arm"}
+    with pytest.raises(PolicyError, match="target: must be one of portable, vnni, got 'arm'"):
+        Policy.from_dict(data, "p.yaml")

@@ -32,13 +32,12 @@ def picked_policy(results: Results, row: TrialRow, rule: str) -> Policy:
                   "workload": results.config.workload_spec if results.config is not None else results.workload}
     if results.config is not None:
         latency = results.config.latency
-        provenance["latency"] = {"backend": latency.backend, "threads": latency.threads, "target": latency.target}
+        provenance["latency"] = {"backend": latency.backend, "threads": latency.threads, "target": row.policy.target}
     return replace(row.policy, metrics=dict(row.metrics), provenance=provenance)
 
 
 def write_onnx(policy: Policy, workload: Workload, path: str | os.PathLike, target: str | None = None) -> Path:
     """The QDQ ONNX model of ``policy`` on ``workload``'s model, calibrated on its data, for
-    ``target`` (default: the export target its latency was measured with, else ``portable``)."""
-    target = target or (policy.provenance.get("latency") or {}).get("target", "portable")
+    ``target`` (default: the one the policy was quantized, and its latency measured, for)."""
     model = workload.build_model().eval()
     return export_onnx(apply_policy(model, policy, workload.calib_data), workload.example_input, path, target=target)

@@ -45,11 +45,10 @@ class MetricCheck:
 def reapply(policy: Policy, workload: Workload, latency: str | None = None,
             threads: int | None = None) -> list[MetricCheck]:
     """Evaluate ``policy`` on ``workload`` as a trial would (latency backend and threads from the
-    policy's provenance unless given) and check every recorded metric."""
+    policy's provenance unless given; the policy's own target) and check every recorded metric."""
     recorded_latency = policy.provenance.get("latency") or {}
     backend = latency or recorded_latency.get("backend", "onnxruntime")
-    options = backend_options(backend, threads or recorded_latency.get("threads", 1),
-                              recorded_latency.get("target", "portable"))
+    options = backend_options(backend, threads or recorded_latency.get("threads", 1))
     evaluator = Evaluator(workload, latency=backend, latency_options=options)
     measured = evaluator.evaluate(policy).flat_metrics()
     return [MetricCheck(name, value, measured.get(name)) for name, value in policy.metrics.items()]

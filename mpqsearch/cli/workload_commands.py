@@ -6,14 +6,16 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..quant.spec import EXPORT_TARGETS, FLOAT_BITS, check_bits
 from .output import CliError, print_json, print_table
 
-TARGET_HELP = ("how 8-bit weights are stored in the ONNX export: portable (exact on every x86 CPU) or vnni "
-               "(faster on CPUs with VNNI, wrong on AVX2-only ones)")
+TARGET_HELP = ("the CPUs to quantize and export for: portable (8-bit weights within +-64: exact and fast on every "
+               "x86 CPU) or vnni (full range: exact on CPUs with VNNI, wrong on AVX2-only ones); default: the "
+               "policy's, else this CPU's (or MPQSEARCH_TARGET)")
 LATENCY_HELP = "latency backend: onnxruntime (default), lut, torch or none"
 WORKLOAD_HELP = ("a built-in workload (e.g. sr-espcn-x2), MODULE:FUNCTION returning a Workload, or a YAML file "
                  "naming a model factory and an image folder")
@@ -74,7 +76,7 @@ def parse_uniform(text: str) -> tuple[int, int]:
         raise CliError(f"--uniform {text!r}: {err} (e.g. 8/8 or 4/8)") from None
 
 
-def evaluator_for(workload: Any, latency: str = "none", threads: int = 1, target: str = "portable") -> Any:
+def evaluator_for(workload: Any, latency: str = "none", threads: int = 1, target: str | None = None) -> Any:
     """An :class:`~mpqsearch.trials.Evaluator` of ``workload``; a latency option the backend does
     not take, or an unknown backend, is a one-line error."""
     from ..trials.evaluate import Evaluator
@@ -122,7 +124,8 @@ def cmd_layers(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     workload = load_workload(args.workload)
     evaluator = evaluator_for(workload, args.latency, args.threads, args.target)
-    result = evaluator.evaluate(policy_for(args, evaluator.space))
+    policy = policy_for(args, evaluator.space)
+    result = evaluator.evaluate(replace(policy, target=args.target) if args.target else policy)
     if args.json:
         print_json({**result.to_dict(), "directions": workload.directions, "baselines": workload.baselines})
         return
@@ -296,7 +299,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     chosen.add_argument("--uniform", metavar="W/A", help="the same weight/activation bits everywhere, e.g. 8/8")
     evaluate.add_argument("--latency", default="onnxruntime", help=LATENCY_HELP)
     evaluate.add_argument("--threads", type=int, default=1, help="threads for the latency measurement")
-    evaluate.add_argument("--target", choices=EXPORT_TARGETS, default="portable", help=TARGET_HELP)
+    evaluate.add_argument("--target", choices=EXPORT_TARGETS, help=TARGET_HELP)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -304,7 +307,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("workload", help=WORKLOAD_HELP)
     export.add_argument("--policy", type=Path, required=True)
     export.add_argument("-o", "--output", type=Path, required=True)
-    export.add_argument("--target", choices=EXPORT_TARGETS, default="portable", help=TARGET_HELP)
+    export.add_argument("--target", choices=EXPORT_TARGETS, help=TARGET_HELP)
     export.set_defaults(func=cmd_export_onnx)
 
     seed = sub.add_parser("seed", help="run a seeding/pruning strategy: per-layer scores, seed policies, "

@@ -172,7 +172,9 @@ class Budget(_Section):
 class LatencyConfig(_Section):
     backend: StrictStr = "onnxruntime"
     threads: PositiveInt = 1
-    target: Literal[EXPORT_TARGETS] = "portable"
+    target: Literal[EXPORT_TARGETS] | None = None
+    """The CPUs the policies are quantized, timed and exported for (``portable``, ``vnni``);
+    default: this machine's (:func:`~mpqsearch.quant.spec.default_target`), fixed at launch."""
 
 
 class ExperimentConfig(_Section):

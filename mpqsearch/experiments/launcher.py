@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from ..quant.spec import default_target
 from .config import ConfigError, ExperimentConfig, config_error, load_config
 from .drivers import get_driver
 from .drivers.base import Driver
@@ -65,6 +66,8 @@ def _driver(config: ExperimentConfig, experiment_id: str, run_dir: Path) -> Driv
 def launch(config: ExperimentConfig, out: TextIO | None = None) -> str:
     """Run a new experiment until its budget is spent; returns its ID."""
     out = out or sys.stdout
+    if config.latency.target is None:  # fixed now, so a resume on another machine searches the same numerics
+        config = config.model_copy(update={"latency": config.latency.model_copy(update={"target": default_target()})})
     experiment_id = new_experiment_id()
     run_dir = run_directory(config, experiment_id)
     if run_dir.parent.exists() and not run_dir.parent.is_dir():

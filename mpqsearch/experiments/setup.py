@@ -117,7 +117,8 @@ def build_space(config: ExperimentConfig, workload: Workload, model: nn.Module) 
     try:
         space = SearchSpace.from_model(
             model, workload.example_input, weight_bits=options.weight_bits, act_bits=options.act_bits,
-            include=options.include, exclude=options.exclude, overrides=options.overrides, base=options.base())
+            include=options.include, exclude=options.exclude, overrides=options.overrides, base=options.base(),
+            target=config.latency.target)
     except ValueError as err:
         raise ConfigError(f"{config.source}: search_space: {err}") from None
     if not space.parameters():
@@ -131,7 +132,7 @@ def build_setup(config: ExperimentConfig, cache_dir: str | os.PathLike | None = 
     """Load the workload, build and prune the search space; configuration errors name the key.
     Nothing is written to ``cache_dir`` until something is computed."""
     workload = load_workload(config)
-    latency_options = backend_options(config.latency.backend, config.latency.threads, config.latency.target)
+    latency_options = backend_options(config.latency.backend, config.latency.threads)  # the policies carry the target
     shared = cache_dir is not None and config.budget.concurrency > 1
     lock = TrialLock(Path(cache_dir) / "trials.lock") if shared else None
     try:

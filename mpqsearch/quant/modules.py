@@ -10,6 +10,9 @@ to a tensor already on it, without observing.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -27,34 +30,59 @@ def weight_channel_axis(layer: nn.Module) -> int:
     return 1 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 0
 
 
-def weight_scale(weight: torch.Tensor, config: LayerQuantConfig, axis: int) -> torch.Tensor:
-    """Per-channel (shape ``[C]``) or per-tensor (shape ``[1]``) scale of a signed weight."""
+SCALE_CACHE_SIZE = 4096
+"""Weight scales kept by :func:`weight_scale` (a few floats per channel each), newest last."""
+_scale_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest() + str(tuple(data.shape))
+
+
+def weight_scale(weight: torch.Tensor, config: LayerQuantConfig, axis: int, qmax: int | None = None) -> torch.Tensor:
+    """Per-channel (shape ``[C]``) or per-tensor (shape ``[1]``) scale of a signed weight whose
+    largest level is ``qmax`` (default ``2^(b-1) - 1``, see :func:`~.functional.weight_qmax`).
+
+    Scales are cached by the weight's content and the weight settings, so quantizing the same
+    model again (every ``apply_policy``, export and evaluation of a user's model) skips the
+    ``mse`` search, which dominates quantizing a model."""
+    key = (_digest(weight), axis, qmax, config.weight_bits, config.granularity, config.weight_clipping, config.scale)
+    if key in _scale_cache:
+        _scale_cache.move_to_end(key)
+        return _scale_cache[key].clone()
     w = weight.detach()
     rows = w.movedim(axis, 0).reshape(w.shape[axis], -1)
     if config.granularity == "per_tensor":
         rows = rows.reshape(1, -1)
-    clip = clip_values(rows, config.weight_bits, True, config.weight_clipping, config.scale)
-    return scale_from_clip(clip, config.weight_bits, True, config.scale)
+    clip = clip_values(rows, config.weight_bits, True, config.weight_clipping, config.scale, qmax=qmax)
+    scale = scale_from_clip(clip, config.weight_bits, True, config.scale, qmax)
+    _scale_cache[key] = scale.clone()
+    while len(_scale_cache) > SCALE_CACHE_SIZE:
+        _scale_cache.popitem(last=False)
+    return scale
 
 
 class WeightFakeQuant(nn.Module):
     """Parametrization ``w -> fake_quantize(w)`` with a fixed scale computed from ``w``."""
 
     def __init__(self, weight: torch.Tensor, config: LayerQuantConfig, axis: int = 0,
-                 scale: torch.Tensor | None = None) -> None:
+                 scale: torch.Tensor | None = None, qmax: int | None = None) -> None:
         super().__init__()
         self.bits = config.weight_bits
+        self.qmax = qmax if qmax is not None else 2 ** (self.bits - 1) - 1
         self.per_channel = config.granularity == "per_channel"
         self.axis = axis
         if scale is None:
-            scale = weight_scale(weight, config, axis)
+            scale = weight_scale(weight, config, axis, self.qmax)
         self.register_buffer("scale", scale.detach().clone())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(weight, self.scale, self.bits, True, self.axis if self.per_channel else None)
+        return fake_quantize(weight, self.scale, self.bits, True, self.axis if self.per_channel else None,
+                             qmax=self.qmax)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, per_channel={self.per_channel}, axis={self.axis}"
+        return f"bits={self.bits}, qmax={self.qmax}, per_channel={self.per_channel}, axis={self.axis}"
 
 
 class BiasFakeQuant(nn.Module):
@@ -81,14 +109,19 @@ class ActFakeQuant(nn.Module):
     ``unsigned`` marks activations known to be non-negative (after ReLU): they use all ``2^b``
     levels on ``[0, c]``; signed ones keep the level ``-2^(b-1)`` (see :mod:`.functional`);
     ``None`` leaves it to the calibration data (non-negative there: unsigned), decided when the
-    quantization is set. One instance serves every tensor of a tied group (seed 004: tensors
+    quantization is set. ``affine`` marks activations bounded below by a small negative value
+    (SiLU, hardswish, GELU): a signed one gets an asymmetric grid, all ``2^b`` levels from the
+    calibrated minimum up, and a zero point (``zero_point``; 0 on every other grid).
+    One instance serves every tensor of a tied group (seed 004: tensors
     joined by add or concat share one scale and bit width), so calibration merges their
     statistics.
     """
 
-    def __init__(self, unsigned: bool | None, stats: ActivationStats | None = None) -> None:
+    def __init__(self, unsigned: bool | None, stats: ActivationStats | None = None, *, affine: bool = False) -> None:
         super().__init__()
         self.unsigned = unsigned
+        self.affine = affine
+        self.zero_point = 0
         self.stats = stats if stats is not None else ActivationStats()
         self.observing = True
         self.bits = FLOAT_BITS
@@ -98,14 +131,24 @@ class ActFakeQuant(nn.Module):
         """Leave observing and quantize at ``bits`` with a scale derived from the statistics."""
         self.observing = False
         self.bits = bits
+        self.zero_point = 0
         if bits != FLOAT_BITS:
             if self.unsigned is None:
                 self.unsigned = self.stats.nonnegative
-            self.scale = self.stats.scale(bits, not self.unsigned, clipping, kind)
+            if self.affine and not self.unsigned:
+                self.scale, self.zero_point = self.stats.affine(bits, clipping, kind)
+            else:
+                self.scale, self.zero_point = self.stats.scale(bits, not self.unsigned, clipping, kind), 0
+
+    @property
+    def signed(self) -> bool:
+        """Whether the grid is symmetric around zero (an affine grid is unsigned, with a zero point)."""
+        return not self.unsigned and not self.zero_point
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` on this quantizer's grid, without observing it."""
-        return fake_quantize(x, self.scale, self.bits, not self.unsigned, narrow=False)
+        return fake_quantize(x, self.scale, self.bits, self.signed, narrow=False, divide=True,
+                             zero_point=self.zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -114,7 +157,7 @@ class ActFakeQuant(nn.Module):
         return self.quantize(x)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, unsigned={self.unsigned}, observing={self.observing}"
+        return f"bits={self.bits}, unsigned={self.unsigned}, zero_point={self.zero_point}, observing={self.observing}"
 
 
 class SameGridQuant(nn.Module):

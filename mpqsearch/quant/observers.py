@@ -61,6 +61,19 @@ class ActivationStats:
     def scale(self, bits: int, signed: bool, clipping: str = "max", kind: str = "product") -> torch.Tensor:
         return scale_from_clip(self.clip(bits, signed, clipping, kind), bits, signed, kind)
 
+    def affine(self, bits: int, clipping: str = "max", kind: str = "product") -> tuple[torch.Tensor, int]:
+        """Scale and zero point of an asymmetric ``bits``-bit grid from the observed minimum (the
+        bottom of a tensor bounded below, such as SiLU's) up to the clip value of ``x - min``."""
+        if not self.observed:
+            raise RuntimeError("activation was never observed during calibration")
+        low = self.min.clamp_max(0)
+        if clipping == "max":
+            span = self.max.clamp_min(0) - low
+        else:
+            span = clip_values((self.samples - low).reshape(1, -1), bits, False, clipping, kind, narrow=False)[0]
+        scale = scale_from_clip(span, bits, False, kind)
+        return scale, int(torch.round(-low / scale).clamp(0, 2**bits - 1))
+
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         return {"min": self.min, "max": self.max, "samples": self.samples, "batches": self.batches}
 

@@ -6,7 +6,9 @@ same constants the numerics use.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 FLOAT_BITS = 32
@@ -27,7 +29,41 @@ SCALE_KINDS = ("product", "shift")
 GRANULARITIES = ("per_channel", "per_tensor")
 CLIPPINGS = ("max", "mse", "percentile")
 EXPORT_TARGETS = ("portable", "vnni")
-"""The CPUs an ONNX export is written for (:func:`mpqsearch.quant.export.weight_container`)."""
+"""The CPUs a quantized model is made for. ``portable`` (default): every x86 CPU; 8-bit weights
+keep their levels within +-64 (:data:`SAFE_WEIGHT_LEVEL`), so ONNX Runtime's fast u8s8 kernels
+compute them exactly even where they add two products in a saturating int16 (AVX2 without VNNI).
+``vnni``: CPUs with AVX512-VNNI or AVX-VNNI, the full +-127 (wrong on AVX2-only CPUs).
+docs/numerics.md ("Export targets") has the measurements behind the choice."""
+SAFE_WEIGHT_LEVEL = 64
+"""The largest weight level a u8s8 kernel cannot saturate with: ``255 * 64 * 2 = 32640 <= 32767``."""
+
+
+def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether this x86 CPU has AVX512-VNNI or AVX-VNNI (its ``flags``); ``None`` when unknown."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else bool({"avx512_vnni", "avx_vnni"} & set(flags))
+
+
+TARGET_VARIABLE = "MPQSEARCH_TARGET"
+"""Set to ``portable`` or ``vnni`` to choose the default target instead of this CPU (for files
+made here and run on other machines, and for results that do not depend on the machine)."""
+
+
+def default_target() -> str:
+    """The export target when none is given: :data:`TARGET_VARIABLE` if set, else this CPU's:
+    ``vnni`` where it has VNNI (full-range 8-bit weights, exact and fast here), else ``portable``
+    (exact and fast on every x86 CPU). docs/numerics.md says why the default follows the CPU (the
+    +-64 range cost sr-espcn-clip-x2 1.0 dB at W8A8)."""
+    chosen = os.environ.get(TARGET_VARIABLE)
+    if chosen:
+        if chosen not in EXPORT_TARGETS:
+            raise ValueError(f"{TARGET_VARIABLE}={chosen!r}: must be one of {', '.join(EXPORT_TARGETS)}")
+        return chosen
+    return "vnni" if cpu_has_vnni() else "portable"
 
 
 def check_bits(bits: Any) -> int:

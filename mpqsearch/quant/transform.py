@@ -24,18 +24,28 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
+from .functional import weight_qmax
 from .graph import GraphAnalysis, analyze, quantizable_layers
 from .modules import ActFakeQuant, BiasFakeQuant, SameGridQuant, WeightFakeQuant, weight_channel_axis, weight_scale
 from .observers import ActivationStats
-from .spec import DEFAULT_INPUT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
+from .spec import DEFAULT_INPUT_BITS, EXPORT_TARGETS, FLOAT_BITS, LayerQuantConfig, check_bits, default_target
 
 ACT_CONTAINER = "mpq_act"
 """Holds the layers' activation quantizers (one per tied group)."""
 INPUT_CONTAINER = "mpq_input"
 JOIN_CONTAINER = "mpq_join"
+TENSOR_CONTAINER = "mpq_tensor"
 GRID_CONTAINER = "mpq_grid"
-"""Hold the model inputs' quantizers, the join outputs' own quantizers and the
-:class:`SameGridQuant` s, each by fx node name."""
+"""Hold the model inputs' quantizers, the join outputs' own quantizers, the quantizers of other
+tensors that layers read and the :class:`SameGridQuant` s, each by fx node name."""
+PRE_CONTAINER = "mpq_pre"
+"""Holds the quantizers of layer outputs before their activation (:attr:`GraphAnalysis.pre`), by layer."""
+_CONTAINERS = {"<input:": INPUT_CONTAINER, "<join:": JOIN_CONTAINER, "<tensor:": TENSOR_CONTAINER}
+
+
+def pre_key(layer: str) -> str:
+    """The quantizer key of ``layer``'s output before its activation."""
+    return f"<pre:{layer}>"
 
 
 def _module_key(layer: str) -> str:
@@ -60,7 +70,8 @@ def _layer_quantizers(analysis: GraphAnalysis, container: nn.Module) -> dict[str
     groups = list(analysis.ties) + [(name,) for name in analysis.sites if analysis.tie_of(name) is None]
     for group in groups:
         signs = [analysis.sites[m].unsigned for m in group]
-        quantizer = ActFakeQuant(unsigned=None if None in signs else all(signs))
+        quantizer = ActFakeQuant(unsigned=None if None in signs else all(signs),
+                                 affine=all(analysis.sites[m].bounded for m in group))
         container.add_module(_module_key(group[0]), quantizer)
         quantizers.update(dict.fromkeys(group, quantizer))
     return {name: quantizers[name] for name in analysis.sites}
@@ -89,7 +100,8 @@ def prepare(model: nn.Module) -> Prepared:
     grid-preserving ops)."""
     model = copy.deepcopy(model)
     analysis = analyze(model)
-    containers = {name: nn.Module() for name in (ACT_CONTAINER, INPUT_CONTAINER, JOIN_CONTAINER, GRID_CONTAINER)}
+    containers = {name: nn.Module() for name in (ACT_CONTAINER, PRE_CONTAINER, INPUT_CONTAINER, JOIN_CONTAINER,
+                                                 TENSOR_CONTAINER, GRID_CONTAINER)}
     quantizers = _layer_quantizers(analysis, containers[ACT_CONTAINER])
     if analysis.graph_module is None:
         for name, layer in quantizable_layers(model).items():
@@ -107,13 +119,18 @@ def prepare(model: nn.Module) -> Prepared:
     for key, site in analysis.tensor_sites.items():
         if site.mode == "own":
             quantizers[key] = ActFakeQuant(unsigned=site.unsigned)
-            container = INPUT_CONTAINER if site.follows is None else JOIN_CONTAINER
+            container = _CONTAINERS[key[:key.index(":") + 1]]
             containers[container].add_module(site.node, quantizers[key])
             _insert_after(gm, site.node, f"{container}.{site.node}")
         else:  # a concat on its group's grid
             quantizers[key] = quantizers[site.follows]
             containers[GRID_CONTAINER].add_module(site.node, SameGridQuant(quantizers[key]))
             _insert_after(gm, site.node, f"{GRID_CONTAINER}.{site.node}")
+    for name, nodes in analysis.pre.items():
+        quantizers[pre_key(name)] = ActFakeQuant(unsigned=False)
+        containers[PRE_CONTAINER].add_module(_module_key(name), quantizers[pre_key(name)])
+        for node_name in nodes:
+            _insert_after(gm, node_name, f"{PRE_CONTAINER}.{_module_key(name)}")
     for node_name, key in analysis.regrids.items():
         containers[GRID_CONTAINER].add_module(node_name, SameGridQuant(quantizers[key]))
         _insert_after(gm, node_name, f"{GRID_CONTAINER}.{node_name}")
@@ -186,6 +203,20 @@ def _act_config(names: list[str], configs: Mapping[str, LayerQuantConfig], analy
     return configs.get(site.follows)
 
 
+def _pre_config(layer: str, configs: Mapping[str, LayerQuantConfig], analysis: GraphAnalysis,
+                quantizers: Mapping[str, ActFakeQuant], settings: Mapping[int, LayerQuantConfig | None],
+                ) -> LayerQuantConfig | None:
+    """The settings of ``layer``'s output quantizer before its activation: the layer's own where an
+    int8 kernel can run it (weights, the tensor it reads and its activation at 8 bits or fewer),
+    else ``None`` (float: the layer runs in float, and its activation needs no integer input)."""
+    config = configs.get(layer)
+    source = quantizers.get(analysis.reads.get(layer) or "")
+    source_config = settings.get(id(source)) if source is not None else None
+    if config is None or source_config is None or max(config.weight_bits, config.act_bits, source_config.act_bits) > 8:
+        return None
+    return config
+
+
 WeightScaleCache = MutableMapping[Hashable, torch.Tensor]
 
 
@@ -198,6 +229,7 @@ def quantize_model(
     act_stats: Mapping[str, ActivationStats] | None = None,
     weight_scales: WeightScaleCache | None = None,
     template: Prepared | None = None,
+    target: str | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model``; ``model`` itself is not modified.
 
@@ -207,8 +239,14 @@ def quantize_model(
     else from a calibration pass over ``calib_data``. ``weight_scales``, a dict the caller keeps,
     caches each (layer, weight config) scale across calls. ``template``, a :func:`prepare` of
     this same ``model`` (its weights unchanged since), is copied instead of tracing the model
-    again and is left as it is. A traced model comes back as a ``torch.fx.GraphModule``.
+    again and is left as it is. ``target`` (:data:`~.spec.EXPORT_TARGETS`, default this CPU's:
+    :func:`~.spec.default_target`) is the CPU the model is made for: for ``portable`` 8-bit weights
+    keep their levels within +-64 (:func:`~.functional.weight_qmax`). A traced model comes back
+    as a ``torch.fx.GraphModule``.
     """
+    target = default_target() if target is None else target
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"unknown export target {target!r}; choose one of {', '.join(EXPORT_TARGETS)}")
     layers = quantizable_layers(model)
     unknown = sorted(set(configs) - set(layers))
     if unknown:
@@ -219,7 +257,10 @@ def quantize_model(
     members: dict[int, list[str]] = {}
     for name, quantizer in quantizers.items():
         members.setdefault(id(quantizer), []).append(name)
-    settings = {key: _act_config(names, configs, analysis, input_bits) for key, names in members.items()}
+    settings = {key: _act_config(names, configs, analysis, input_bits) for key, names in members.items()
+                if not names[0].startswith("<pre:")}
+    for layer in analysis.pre:
+        settings[id(quantizers[pre_key(layer)])] = _pre_config(layer, configs, analysis, quantizers, settings)
     if act_stats is not None:
         missing = [name for name in quantizers if name not in act_stats]
         if missing:
@@ -245,13 +286,15 @@ def quantize_model(
             continue
         layer = prepared_layers[name]
         axis = weight_channel_axis(layer)
+        qmax = weight_qmax(config.weight_bits, target)
         key = (name, config.weight_bits, config.granularity, config.weight_clipping, config.scale)
+        key += (qmax,) if qmax != weight_qmax(config.weight_bits, "vnni") else ()
         scale = weight_scales.get(key) if weight_scales is not None else None
         if scale is None:
-            scale = weight_scale(layer.weight, config, axis)
+            scale = weight_scale(layer.weight, config, axis, qmax)
             if weight_scales is not None:
                 weight_scales[key] = scale
-        weight_quantizer = WeightFakeQuant(layer.weight, config, axis, scale)
+        weight_quantizer = WeightFakeQuant(layer.weight, config, axis, scale, qmax)
         parametrize.register_parametrization(layer, "weight", weight_quantizer)
         _quantize_bias(layer, weight_quantizer, quantizers.get(analysis.reads.get(name) or ""))
     return prepared

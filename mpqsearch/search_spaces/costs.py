@@ -40,19 +40,23 @@ def _from_space(space: SearchSpace) -> tuple[list[_LayerStorage], int]:
 def _from_model(model: nn.Module) -> tuple[list[_LayerStorage], int]:
     analysis = analyze(model)
     tie_key = {m: group[0] for group in analysis.ties for m in group}
+    folded = quantizable_layers(analysis.graph_module) if analysis.traced else {}
     layers, seen = [], set()
-    for name, module in quantizable_layers(model).items():
+    for name, original in quantizable_layers(model).items():
+        module = folded.get(name, original)  # the layer with its batch norm folded in, if any
         weight = module.weight
         bias = 0 if module.bias is None else module.bias.numel()
         axis = 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
         layers.append(_LayerStorage(name, weight.numel(), bias, weight.shape[axis], tie_key.get(name, name)))
-        seen.update(id(p) for p in module.parameters(recurse=False))
+        seen.update(id(p) for p in original.parameters(recurse=False))
+        if name in analysis.folds:
+            seen.update(id(model.get_parameter(key)) for key in analysis.folds[name].parameter_keys)
     other = sum(p.numel() for p in model.parameters() if id(p) not in seen)
     return layers, other
 
 
 def model_size_bytes(model_or_space: nn.Module | SearchSpace, policy: Policy) -> int:
-    """Bytes to store the model under ``policy``.
+    """Bytes to store the model under ``policy``, batch norms folded into their layers.
 
     Weights take ``weight_bits`` each; biases and every parameter outside the quantizable layers
     (batch norm, PReLU) stay float32. A quantized weight adds one scale per output channel (or one
@@ -61,7 +65,8 @@ def model_size_bytes(model_or_space: nn.Module | SearchSpace, policy: Policy) ->
     tensors need no scale, so the all-32 policy gives exactly the FP32 size. Bits are summed over
     the model, then rounded up to whole bytes once.
     """
-    layers, other = _from_space(model_or_space) if isinstance(model_or_space, SearchSpace) else _from_model(model_or_space)
+    from_space = isinstance(model_or_space, SearchSpace)
+    layers, other = _from_space(model_or_space) if from_space else _from_model(model_or_space)
     missing = [layer.name for layer in layers if layer.name not in policy.layers]
     if missing:
         raise KeyError(f"policy has no settings for layer {missing[0]!r}")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..quant.fold import Fold
 from ..quant.graph import analyze, quantizable_layers
 from ..quant.transform import calibrate
 
@@ -24,7 +25,9 @@ class LayerInfo:
     ``params`` counts weight and bias elements. ``tied_group`` names the group of layers whose
     activations share one scale and bit width (joined by add or concat), if any. ``input_from``
     lists the layers whose quantized activations this layer reads (``"<input>"`` for a model
-    input; empty if the model could not be traced).
+    input; empty if the model could not be traced). A layer with a batch norm folded into it
+    (:mod:`mpqsearch.quant.fold`) is described as folded: ``params`` counts its folded weight and
+    bias, ``folded_params`` the batch norm's parameters it absorbed (no longer stored apart).
     """
 
     name: str
@@ -41,6 +44,7 @@ class LayerInfo:
     tied_group: str | None
     act_unsigned: bool | None
     input_from: tuple[str, ...] = ()
+    folded_params: int = 0
 
     @property
     def depthwise(self) -> bool:
@@ -74,6 +78,10 @@ def _stage_of(name: str, stages: StageMap | None) -> str:
     return str(stages[max(matches, key=len)]) if matches else default
 
 
+def _folded_params(model: nn.Module, fold: Fold | None) -> int:
+    return 0 if fold is None else sum(model.get_parameter(key).numel() for key in fold.parameter_keys)
+
+
 def discover_layers(model: nn.Module, example_input: Any, stages: StageMap | None = None) -> list[LayerInfo]:
     """Every quantizable layer of ``model`` in execution order, measured on ``example_input``.
 
@@ -92,6 +100,7 @@ def discover_layers(model: nn.Module, example_input: Any, stages: StageMap | Non
         for handle in handles:
             handle.remove()
     analysis = analyze(model)
+    folded = quantizable_layers(analysis.graph_module) if analysis.traced else {}
     tie_names = {m: f"tied{i}" for i, group in enumerate(analysis.ties) for m in group}
     order = list(macs) + [n for n in layers if n not in macs]
     infos = []
@@ -107,12 +116,13 @@ def discover_layers(model: nn.Module, example_input: Any, stages: StageMap | Non
             kernel_size=() if is_linear else tuple(layer.kernel_size),
             groups=1 if is_linear else layer.groups,
             weight_shape=tuple(layer.weight.shape),
-            params=sum(p.numel() for p in layer.parameters(recurse=False)),
+            params=sum(p.numel() for p in folded.get(name, layer).parameters(recurse=False)),
             weight_params=layer.weight.numel(),
             macs=macs.get(name, 0),
             stage=_stage_of(name, stages),
             tied_group=tie_names.get(name),
             act_unsigned=site.unsigned if site else None,
             input_from=analysis.inputs.get(name, ()),
+            folded_params=_folded_params(model, analysis.folds.get(name)),
         ))
     return infos

@@ -16,7 +16,16 @@ from typing import Any
 from torch import nn
 
 from ..policy import Fingerprint, Policy
-from ..quant.spec import DEFAULT_ACT_BITS, DEFAULT_INPUT_BITS, DEFAULT_WEIGHT_BITS, FLOAT_BITS, LayerQuantConfig, check_bits
+from ..quant.spec import (
+    DEFAULT_ACT_BITS,
+    DEFAULT_INPUT_BITS,
+    DEFAULT_WEIGHT_BITS,
+    EXPORT_TARGETS,
+    FLOAT_BITS,
+    LayerQuantConfig,
+    check_bits,
+    default_target,
+)
 from .layers import LayerInfo, StageMap, discover_layers
 
 Choices = tuple[int, ...]
@@ -55,7 +64,8 @@ class SearchSpace:
 
     def __init__(self, layers: Sequence[LayerInfo], weight_choices: Mapping[str, Iterable[int]],
                  act_choices: Mapping[str, Iterable[int]], *, other_params: int = 0,
-                 base: LayerQuantConfig = LayerQuantConfig(), input_bits: int = DEFAULT_INPUT_BITS) -> None:
+                 base: LayerQuantConfig = LayerQuantConfig(), input_bits: int = DEFAULT_INPUT_BITS,
+                 target: str | None = None) -> None:
         self.layers = tuple(layers)
         self._by_name = {layer.name: layer for layer in self.layers}
         self.weight_choices = {n: _choices(weight_choices[n], f"{n} weight bits") for n in self._by_name}
@@ -63,6 +73,10 @@ class SearchSpace:
         self.other_params = other_params
         self.base = base
         self.input_bits = check_bits(input_bits)
+        target = default_target() if target is None else target
+        if target not in EXPORT_TARGETS:
+            raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
+        self.target = target
         self.tied_groups: dict[str, tuple[str, ...]] = {}
         for layer in self.layers:
             if layer.tied_group:
@@ -92,6 +106,7 @@ class SearchSpace:
         stages: StageMap | None = None,
         base: LayerQuantConfig = LayerQuantConfig(),
         input_bits: int = DEFAULT_INPUT_BITS,
+        target: str | None = None,
     ) -> SearchSpace:
         """Discover the layers of ``model`` and give each the same choices, then narrow them.
 
@@ -99,14 +114,17 @@ class SearchSpace:
         ``overrides`` maps a glob pattern to ``{"weight_bits": [...], "act_bits": [...]}``;
         ``stages`` maps layer names or dotted prefixes to stage names (default: the top-level
         child module); ``base`` holds the non-bit settings (scale kind, granularity, clipping)
-        and ``input_bits`` the model inputs' bits of the policies this space produces. Every
+        and ``input_bits`` the model inputs' bits of the policies this space produces, ``target``
+        the CPUs they are made for (:data:`~mpqsearch.quant.spec.EXPORT_TARGETS`; default this
+        CPU's, :func:`~mpqsearch.quant.spec.default_target`). Every
         pattern must match a layer.
         """
         layers = discover_layers(model, example_input, stages)
         names = [layer.name for layer in layers]
         weight = _choices(weight_bits, "weight_bits")
         act = _choices(act_bits, "act_bits")
-        included = set(names) if include is None else {n for ms in _match(include, names, "include").values() for n in ms}
+        included = set(names) if include is None else {
+            n for ms in _match(include, names, "include").values() for n in ms}
         excluded = {n for ms in _match(exclude, names, "exclude").values() for n in ms}
         weight_choices = {n: weight if n in included and n not in excluded else (FLOAT_BITS,) for n in names}
         act_choices = {n: act if n in included and n not in excluded else (FLOAT_BITS,) for n in names}
@@ -114,7 +132,8 @@ class SearchSpace:
         for pattern, matched in _match(overrides, names, "override").items():
             unknown = set(overrides[pattern]) - {"weight_bits", "act_bits"}
             if unknown:
-                raise ValueError(f"override {pattern!r}: unknown key {sorted(unknown)[0]!r} (expected weight_bits, act_bits)")
+                raise ValueError(f"override {pattern!r}: unknown key {sorted(unknown)[0]!r} "
+                                 "(expected weight_bits, act_bits)")
             for n in matched:
                 if "weight_bits" in overrides[pattern]:
                     weight_choices[n] = _choices(overrides[pattern]["weight_bits"], f"override {pattern!r} weight_bits")
@@ -123,7 +142,9 @@ class SearchSpace:
         modules = dict(model.named_modules())
         layer_params = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
         other = sum(p.numel() for p in model.parameters() if id(p) not in layer_params)
-        return cls(layers, weight_choices, act_choices, other_params=other, base=base, input_bits=input_bits)
+        other -= sum(layer.folded_params for layer in layers)
+        return cls(layers, weight_choices, act_choices, other_params=other, base=base, input_bits=input_bits,
+                   target=target)
 
     # --- what the space holds -------------------------------------------------------------
     @property
@@ -188,7 +209,7 @@ class SearchSpace:
             weight = params.get(f"{n}/w", self.weight_choices[n][0])
             act = params.get(self.act_param(n), self.act_choices[n][0])
             layers[n] = replace(self.base, weight_bits=int(weight), act_bits=int(act))
-        return Policy(layers, self.fingerprint(), input_bits=self.input_bits)
+        return Policy(layers, self.fingerprint(), input_bits=self.input_bits, target=self.target)
 
     def params_from_policy(self, policy: Policy) -> dict[str, int]:
         """The parameter assignment of ``policy``; raises if it lies outside this space."""
@@ -210,7 +231,8 @@ class SearchSpace:
         non-empty subset of their current ones); for a tied layer, its whole group is narrowed."""
         weight_choices = dict(self.weight_choices)
         act_choices = dict(self.act_choices)
-        for target, narrowed, kind in ((weight_choices, weight or {}, "weight"), (act_choices, act or {}, "activation")):
+        kinds = ((weight_choices, weight or {}, "weight"), (act_choices, act or {}, "activation"))
+        for target, narrowed, kind in kinds:
             for n, bits in narrowed.items():
                 members = self.tied_groups.get(self.layer(n).tied_group, (n,)) if kind == "activation" else (n,)
                 kept = tuple(b for b in target[n] if b in set(bits))
@@ -219,7 +241,7 @@ class SearchSpace:
                 for m in members:
                     target[m] = kept
         return SearchSpace(self.layers, weight_choices, act_choices, other_params=self.other_params, base=self.base,
-                           input_bits=self.input_bits)
+                           input_bits=self.input_bits, target=self.target)
 
     def __repr__(self) -> str:
         return f"SearchSpace({len(self.layers)} layers, {len(self.parameters())} parameters)"

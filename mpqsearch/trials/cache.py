@@ -38,8 +38,9 @@ def _update_hash(digest: hashlib._Hash, value: Any) -> None:
         digest.update(repr(value).encode())
 
 
-CACHE_FORMAT = 2
-"""Version of the cached entries' contents (2: statistics of model inputs and of add/concat outputs)."""
+CACHE_FORMAT = 3
+"""Version of the cached entries' contents (2: statistics of model inputs and of add/concat outputs;
+3: folded batch norms, quantizers before activations and on every tensor a layer reads)."""
 
 
 def fingerprint(model: nn.Module, *data: Iterable[Any]) -> str:

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from mpqsearch.quant import ActFakeQuant, LayerQuantConfig, WeightFakeQuant, quantizable_layers, quantize_model
-from mpqsearch.quant.export import deployable_copy, export_onnx, onnxruntime_session, weight_container
+from mpqsearch.quant.export import deployable_copy, export_onnx, model_target, onnxruntime_session, weight_container
 from mpqsearch.quant.modules import BiasFakeQuant, SameGridQuant
 
 LAYERS = ("stem", "block.conv", "block.depthwise", "branch_a", "branch_b", "up", "head")
@@ -101,12 +101,13 @@ def test_weights_are_integer_levels_and_activations_qdq(example_model, calib_dat
         shape = [-1 if d == quantizer.axis else 1 for d in range(layer.weight.dim())]
         with torch.no_grad():
             levels = torch.round(layer.weight / quantizer.scale.reshape(shape)).numpy()
-        dtype, zero = weight_container(policy[name].weight_bits)
+        dtype, zero = weight_container(policy[name].weight_bits, model_target(qmodel), quantizer.qmax)
         assert tensors[key].dtype == {torch.int8: np.int8, torch.uint8: np.uint8, torch.int16: np.int16}[dtype]
         stored = tensors[key].astype(np.int32) - zero
         np.testing.assert_array_equal(stored, levels)
         assert np.abs(stored).max() <= 2 ** (policy[name].weight_bits - 1) - 1
-    assert tensors["head.parametrizations.weight.0.levels"].dtype == np.uint8  # 8 bits: see weight_container
+    # 8 bits: int8, within +-64 when quantized for portable, full range for vnni (weight_container)
+    assert tensors["head.parametrizations.weight.0.levels"].dtype == np.int8
     # each quantized activation is one Q/DQ family with its own scale; 32-bit "up" has none; the
     # model input and the add have their own, the concat reuses branch_a's (tied with branch_b)
     act_scales = {n for n in tensors if n.startswith("mpq_")}
@@ -146,15 +147,17 @@ def _cpu_has_vnni() -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni"})
 
 
-@pytest.mark.parametrize("weight_bits,target", [
-    (7, "portable"), (8, "portable"),
-    pytest.param(8, "vnni", marks=pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no VNNI")),
+@pytest.mark.parametrize("weight_bits,quantized_for,target", [
+    (7, "portable", "portable"), (8, "vnni", "portable"), (8, "portable", "portable"),
+    pytest.param(8, "vnni", "vnni", marks=pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no VNNI")),
 ])
-def test_full_range_8bit_products_do_not_saturate(weight_bits, target, tmp_path):
+def test_full_range_8bit_products_do_not_saturate(weight_bits, quantized_for, target, tmp_path):
     """Activations near 255 levels times weights near the largest level: two such products
     overflow the int16 that ONNX Runtime's u8s8 kernels add them in on x86 CPUs without VNNI.
     The exported layer still computes the fake-quant model's numbers (to one output level),
-    on any CPU; the ``vnni`` target's int8 8-bit weights do so on CPUs with VNNI."""
+    on any CPU: full-range 8-bit weights in a portable file are uint8 (u8u8 kernels), 8-bit
+    weights quantized for portable stay within +-64 (int8, u8s8 kernels, 255 * 64 * 2 fits);
+    the ``vnni`` target's full-range int8 8-bit weights do so on CPUs with VNNI."""
     generator = torch.Generator().manual_seed(0)
     layer = nn.Conv2d(16, 4, 3, padding=1)
     with torch.no_grad():
@@ -162,10 +165,12 @@ def test_full_range_8bit_products_do_not_saturate(weight_bits, target, tmp_path)
         layer.bias.zero_()
     model = nn.Sequential(layer).eval()
     x = 0.9 + 0.1 * torch.rand(4, 16, 8, 8, generator=generator)
-    qmodel = quantize_model(model, {"0": LayerQuantConfig(weight_bits, 8)}, [x])
+    qmodel = quantize_model(model, {"0": LayerQuantConfig(weight_bits, 8)}, [x], target=quantized_for)
     path = export_onnx(qmodel, x[:1], tmp_path / "conv.onnx", dynamic_batch=True, target=target)
     levels = torch.from_numpy(_onnx_parts(path)[1]["0.parametrizations.weight.0.levels"].copy())
-    assert levels.dtype == weight_container(weight_bits, target)[0]
+    qmax = qmodel.get_submodule("0").parametrizations.weight[0].qmax
+    assert levels.dtype == weight_container(weight_bits, target, qmax)[0]
+    assert (levels.dtype == torch.uint8) == ((quantized_for, target) == ("vnni", "portable"))
     assert _optimized_ops(path, tmp_path).count("QLinearConv") == 1
     with torch.no_grad():
         expected = qmodel(x).numpy()
@@ -208,7 +213,9 @@ def _fused(path, tmp_path):
     optimized = tmp_path / "optimized.onnx"
     onnxruntime_session(path, optimized_model_path=optimized)
     nodes = onnx.load(str(optimized)).graph.node
-    counts = {op: sum(n.op_type == op for n in nodes) for op in ("QLinearConv", "QLinearAdd", "QLinearConcat")}
+    ops = ("QLinearConv", "QLinearAdd", "QLinearConcat", "QGemm", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearMul",
+           "QLinearGlobalAveragePool")
+    counts = {op: sum(n.op_type == op for n in nodes) for op in ops}
     suffix = ".parametrizations.weight.0.levels"
     convs = {name.removesuffix(suffix) for n in nodes if n.op_type == "QLinearConv" for name in n.input
              if name.endswith(suffix)}
@@ -219,24 +226,28 @@ def _fused(path, tmp_path):
 def test_example_model_fusion(input_bits, example_model, calib_data, tmp_path):
     """The residual add and the concat are quantized, so the convs reading them fuse and they
     run as QLinearAdd and QLinearConcat (before: only block.depthwise fused; block.conv read a
-    signed tensor read by two nodes, which ONNX Runtime keeps int8 and does not fuse). stem stays
-    float: its ReLU output is quantized on the signed grid it shares with block.depthwise (no
-    int8 kernel folds a ReLU into a signed grid); up is a ConvTranspose; head reads the mean."""
+    signed tensor read by two nodes, which ONNX Runtime keeps int8 and does not fuse). stem's ReLU
+    output lies on the signed grid it shares with block.depthwise, which no int8 kernel folds a
+    ReLU into: its output is quantized before the ReLU too, so it runs as QLinearConv when it
+    reads the 8-bit input (with a float input it runs in float). up is a ConvTranspose (no int8
+    kernel); head reads the quantized mean and runs as QGemm."""
     qmodel = quantize_model(example_model, POLICIES["W8A8"], calib_data, input_bits=input_bits)
     counts, convs = _fused(export_onnx(qmodel, calib_data[0][:1], tmp_path / "model.onnx"), tmp_path)
-    assert convs == {"block.conv", "block.depthwise", "branch_a", "branch_b"}
-    assert counts == {"QLinearConv": 4, "QLinearAdd": 1, "QLinearConcat": 1}
+    stem = {"stem"} if input_bits == 8 else set()
+    assert convs == {"block.conv", "block.depthwise", "branch_a", "branch_b"} | stem
+    assert {op: n for op, n in counts.items() if n} == {"QLinearConv": 4 + len(stem), "QLinearAdd": 1,
+                                                        "QLinearConcat": 1, "QGemm": 1}
 
 
 def test_biases_behind_quantized_inputs_are_int32(example_model, calib_data, tmp_path):
-    """A layer with quantized weights reading a quantized tensor (every conv: stem reads the
-    quantized model input) adds an int32 bias at s_in * s_w, in the fake-quant model as in the
-    file; head reads the float mean and keeps a float bias."""
+    """A layer with quantized weights reading a quantized tensor (every layer: stem reads the
+    quantized model input, head the quantized mean) adds an int32 bias at s_in * s_w, in the
+    fake-quant model as in the file."""
     qmodel = quantize_model(example_model, POLICIES["W8A8"], calib_data)
     _, tensors = _onnx_parts(export_onnx(qmodel, calib_data[0][:1], tmp_path / "model.onnx"))
-    assert "head.bias" in tensors and "stem.bias" not in tensors
+    assert "head.bias" not in tensors and "stem.bias" not in tensors
     input_scales = {"stem": qmodel.mpq_input.x.scale, "block.conv": qmodel.mpq_act.stem.scale,
-                    "branch_a": qmodel.mpq_join.add.scale}
+                    "branch_a": qmodel.mpq_join.add.scale, "head": qmodel.mpq_tensor.mean.scale}
     for name, input_scale in input_scales.items():
         layer = qmodel.get_submodule(name)
         prefix = f"{name}.parametrizations.bias.0"
@@ -363,13 +374,17 @@ def _sr_images(count: int, size: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("model", "fused", "joins"), [
-    # the PReLU convs run float (no int8 kernel folds a PReLU); every conv without an activation
-    # fuses, the tail through the pixel shuffle; the block adds and the long skip run as
-    # QLinearAdd (the bicubic skip is the model output: float)
-    (SRResNetLike, {"blocks.0.conv2", "blocks.1.conv2", "body", "tail"}, {"QLinearAdd": 3, "QLinearConcat": 0}),
-    # the LeakyReLU convs run float; head reads the unsigned 8-bit input; the first block's
-    # concats stay on the trunk's grid, the second's requantize the first block's sum
-    (DenseLike, {"head", "blocks.0.fuse", "blocks.1.fuse", "tail"}, {"QLinearAdd": 0, "QLinearConcat": 4}),
+    # every conv runs as QLinearConv: the PReLU convs' outputs are quantized before the PReLU
+    # (no int8 kernel folds a PReLU), which runs in float between DQ and Q; the tail reads through
+    # the pixel shuffle; the block adds and the long skip run as QLinearAdd (the bicubic skip is
+    # the model output: float)
+    (SRResNetLike, {"head.0", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "body", "up.0",
+                    "tail"}, {"QLinearAdd": 3, "QLinearConcat": 0, "QLinearLeakyRelu": 0}),
+    # every conv runs as QLinearConv, the LeakyReLUs as QLinearLeakyRelu on the integers; head
+    # reads the unsigned 8-bit input; the first block's concats stay on the trunk's grid, the
+    # second's requantize the first block's sum
+    (DenseLike, {"head", "blocks.0.grow0", "blocks.0.grow1", "blocks.0.fuse", "blocks.1.grow0", "blocks.1.grow1",
+                 "blocks.1.fuse", "tail"}, {"QLinearAdd": 0, "QLinearConcat": 4, "QLinearLeakyRelu": 4}),
 ])
 def test_super_resolution_look_alikes(model, fused, joins, tmp_path):
     model = model().eval()
@@ -385,3 +400,24 @@ def test_super_resolution_look_alikes(model, fused, joins, tmp_path):
     step = float(qmodel.mpq_act.tail.scale)
     float_error = 1e-6 * np.abs(expected).max()  # the float bicubic skip added to the output
     assert diff.max() <= step + float_error and (diff > step / 2).mean() < 0.02
+
+
+def test_vnni_files_warn_on_cpus_without_vnni(example_model, calib_data, tmp_path, monkeypatch):
+    from mpqsearch.quant import qdq
+    from mpqsearch.quant.spec import cpu_has_vnni
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_vnni(info) is False
+    info.write_text("flags\t\t: fpu avx2 avx_vnni\n")
+    assert cpu_has_vnni(info) is True
+    assert cpu_has_vnni(tmp_path / "missing") is None
+    qmodel = quantize_model(example_model, POLICIES["W8A8"], calib_data, target="vnni")
+    monkeypatch.setattr(qdq, "cpu_has_vnni", lambda: False)
+    with pytest.warns(qdq.NoVNNIWarning, match="compute wrong numbers on this CPU"):
+        export_onnx(qmodel, calib_data[0][:1], tmp_path / "vnni.onnx", target="vnni")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_onnx(qmodel, calib_data[0][:1], tmp_path / "portable.onnx", target="portable")
+    assert model_target(qmodel) == "vnni"
+    assert model_target(quantize_model(example_model, POLICIES["W8A8"], calib_data, target="portable")) == "portable"

@@ -12,7 +12,8 @@ def _tensors():
     gen = torch.Generator().manual_seed(0)
     return {
         "gaussian": torch.randn(16, 64, generator=gen),
-        "laplace_outliers": torch.distributions.Laplace(0.0, 1.0).sample((16, 64)) * torch.linspace(0.1, 3, 16)[:, None],
+        "laplace_outliers": (torch.distributions.Laplace(0.0, 1.0).sample((16, 64))
+                             * torch.linspace(0.1, 3, 16)[:, None]),
         "ramp": torch.linspace(-1, 1, 16 * 64).reshape(16, 64),
         "sine": torch.sin(torch.arange(16 * 64, dtype=torch.float32) / 7).reshape(16, 64),
     }
@@ -31,7 +32,7 @@ def _weight_mse(w, bits, clipping="max", kind="product", granularity="per_channe
 def test_error_falls_as_bits_rise(name, kind, clipping):
     w = _tensors()[name]
     errors = [_weight_mse(w, b, clipping, kind) for b in range(2, 17)]
-    assert all(later <= earlier + 1e-12 for earlier, later in zip(errors, errors[1:])), errors
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < errors[0] / 1000
 
 
@@ -125,3 +126,29 @@ def test_unknown_options_are_errors():
         LayerQuantConfig(weight_bits=1)
     with pytest.raises(ValueError, match="act_bits"):
         LayerQuantConfig(act_bits=8.0)
+
+
+def test_mse_clipping_equals_the_candidate_by_candidate_search():
+    """The vectorized search picks what trying each fraction of MSE_GRID in turn picks."""
+    from mpqsearch.quant.functional import MSE_GRID
+
+    rows = torch.randn(6, 300, generator=torch.Generator().manual_seed(7)) ** 3
+    for bits, signed in ((3, True), (8, True), (4, False)):
+        top = rows.abs().amax(dim=1) if signed else rows.clamp_min(0).amax(dim=1)
+        errors = torch.stack([(fake_quantize(rows, scale_from_clip(top * f, bits, signed), bits, signed, axis=0)
+                               - rows).pow(2).mean(dim=1) for f in MSE_GRID.tolist()])
+        expected = top * MSE_GRID[errors.argmin(dim=0)]
+        assert torch.allclose(clip_values(rows, bits, signed, "mse"), expected)
+
+
+def test_weight_scales_are_cached_by_content():
+    from mpqsearch.quant import modules
+
+    weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(8))
+    config = LayerQuantConfig(4, 8)
+    first = weight_scale(weight, config, 0)
+    key = next(reversed(modules._scale_cache))
+    assert torch.equal(modules._scale_cache[key], first)
+    assert torch.equal(weight_scale(weight.clone(), config, 0), first)  # same content: from the cache
+    changed = weight_scale(weight * 2, config, 0)
+    assert torch.allclose(changed, 2 * first)

@@ -9,9 +9,18 @@ import pytest
 import torch
 
 from mpqsearch import Policy, SearchSpace, apply_policy
-from mpqsearch.trials.latency import (LatencyRequest, LatencyResult, LookupTableBackend, Timing, backend_options,
-                                      compare_with_end_to_end, get_latency_backend, latency_backend_names, lut)
-from mpqsearch.trials.latency.lut import execution_kind, plan_layers, write_json_atomic
+from mpqsearch.trials.latency import (
+    LatencyRequest,
+    LatencyResult,
+    LookupTableBackend,
+    Timing,
+    backend_options,
+    compare_with_end_to_end,
+    get_latency_backend,
+    latency_backend_names,
+    lut,
+)
+from mpqsearch.trials.latency.lut import execution_kind, plan_layers
 
 FAST = {"repeats": 3, "warmup": 1}
 
@@ -85,7 +94,10 @@ def test_torch_backend_restores_threads_and_mode(request_for):
 
 
 def test_execution_kinds():
-    assert execution_kind(8, 8, 8) == execution_kind(8, 4, 6) == "u8u8"  # 8-bit weights: uint8
+    # 8-bit weights quantized for portable (within +-64) are int8, full-range ones (quantized for
+    # vnni) int8 in a vnni file and uint8 in a portable one
+    assert execution_kind(8, 8, 8) == execution_kind(8, 4, 6, "portable", "portable") == "u8s8"
+    assert execution_kind(8, 8, 8, "portable", "vnni") == execution_kind(8, 4, 6, "portable", "vnni") == "u8u8"
     assert execution_kind(7, 8, 8) == execution_kind(2, 4, 6) == "u8s8"
     assert execution_kind(8, 16, 8) == execution_kind(16, 12, 9) == "int16"
     assert execution_kind(32, 8, 8) == execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == "float"
@@ -107,16 +119,19 @@ def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):
     plans, _ = plan_layers(example_model, example_input)
     sources = {name: plan.source for name, plan in plans.items()}
     # the residual add reads at its tied group's bits (stem's), the concat at branch_a's and
-    # branch_b's, the model input at input_bits; only the mean reaches its layer unquantized
+    # branch_b's, the model input at input_bits, the mean head reads at the bits of up, whose
+    # activation it averages
     assert sources == {"stem": "<input>", "block.conv": "stem", "block.depthwise": "block.conv", "branch_a": "stem",
-                       "branch_b": "stem", "up": "branch_a", "head": None}
-    # stem's ReLU output lies on the signed grid it shares with block.depthwise: no int8 kernel
-    assert [name for name, plan in plans.items() if not plan.fuses] == ["stem"]
+                       "branch_b": "stem", "up": "branch_a", "head": "up"}
     assert plans["up"].input_shape == (1, 16, 32, 32) and plans["head"].input_shape == (1, 8)
     space = SearchSpace.from_model(example_model, example_input)
     kinds = {name: plan.kind(Policy.uniform(space, 8, 8)) for name, plan in plans.items()}
-    assert kinds == {"stem": "float", "block.conv": "u8u8", "block.depthwise": "u8u8", "branch_a": "u8u8",
-                     "branch_b": "u8u8", "up": "u8u8", "head": "float"}
+    # every layer runs as its int8 kind: stem's output is quantized before its ReLU (which no int8
+    # kernel folds into the signed grid stem shares with block.depthwise)
+    assert kinds == dict.fromkeys(plans, "u8s8")  # the file follows the policy's target: int8 weights
+    full_range = Policy.uniform(space, 8, 8)
+    full_range.target = "vnni"
+    assert {plan.kind(full_range, "portable") for plan in plans.values()} == {"u8u8"}
     policy = Policy.uniform(space, 8, 8, input_bits=16)
     policy.layers["stem"] = policy.layers["stem"].__class__(8, 16)  # the add follows stem's group
     assert plans["stem"].kind(policy) == plans["branch_a"].kind(policy) == "int16"
@@ -132,9 +147,9 @@ def test_lookup_table_sums_its_entries(counted, request_for, tmp_path):
     assert (fp32.backend, fp32.method) == ("lut", "lookup-table")
     w8a8 = backend.measure(request_for(8, 8))
     entries = table["layers"]
-    # five layers switch from float to u8u8 entries; stem and head stay float
-    delta = sum(len(f"{n}-u8u8") - len(f"{n}-float") for n in ("block.conv", "block.depthwise", "branch_a",
-                                                                   "branch_b", "up"))
+    # every layer switches from its float to its u8u8 entry
+    delta = sum(len(f"{n}-u8u8") - len(f"{n}-float") for n in ("stem", "block.conv", "block.depthwise", "branch_a",
+                                                                   "branch_b", "up", "head"))
     assert w8a8.median_ms == pytest.approx(fp32.median_ms + delta)
     assert "int16" not in entries["stem"]  # measured on demand only
 
@@ -143,11 +158,11 @@ def test_lookup_table_round_trips_through_its_file(counted, request_for, tmp_pat
     request = request_for(4, 8)
     first = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     measured = len(counted)
-    assert measured == 7 + 5 + 1  # every layer in float, five in u8s8, the FP32 model end to end
+    assert measured == 7 + 7 + 1  # every layer in float and in u8s8, the FP32 model end to end
     second = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     assert len(counted) == measured and second == first
     LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request_for(8, 16))
-    assert len(counted) == measured + 6  # only the new int16 entries (all but head, which reads the mean)
+    assert len(counted) == measured + 7  # only the new int16 entries
 
 
 def test_lookup_table_key_depends_on_threads(request_for, tmp_path):
@@ -156,20 +171,6 @@ def test_lookup_table_key_depends_on_threads(request_for, tmp_path):
     two = LookupTableBackend(cache_dir=tmp_path, threads=2).table_path(request.model, request.example_input)
     again = LookupTableBackend(cache_dir=tmp_path, threads=1).table_path(request.model, request.example_input)
     assert one != two and one == again and one.parent == tmp_path
-
-
-def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
-    path = tmp_path / "table.json"
-    write_json_atomic(path, {"layers": {"a": 1}})
-
-    def broken_dump(data, handle, **kwargs):
-        handle.write('{"layers": {"a"')  # half a file, then the process dies
-        raise KeyboardInterrupt
-    monkeypatch.setattr(lut.json, "dump", broken_dump)
-    with pytest.raises(KeyboardInterrupt):
-        write_json_atomic(path, {"layers": {"a": 2}})
-    assert json.loads(path.read_text()) == {"layers": {"a": 1}}
-    assert [p.name for p in tmp_path.iterdir()] == ["table.json"]
 
 
 def test_compare_with_end_to_end(counted, request_for, tmp_path):

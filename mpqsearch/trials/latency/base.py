@@ -120,13 +120,14 @@ def latency_backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def backend_options(name: str, threads: int, target: str = "portable") -> dict[str, Any]:
+def backend_options(name: str, threads: int, target: str | None = None) -> dict[str, Any]:
     """The options to build backend ``name`` with for a trial: none for ``none``; ``threads``;
-    ``target`` (the ONNX export's, see :func:`mpqsearch.quant.export.weight_container`) when it
-    is not the default, so that a backend without exports refuses it."""
+    ``target`` (the export's, see :func:`mpqsearch.quant.export.weight_container`) only when one
+    is asked for, so that a backend without exports refuses it. Without it, backends time the
+    target the policy was quantized for."""
     if name == "none":
         return {}
-    return {"threads": threads} if target == "portable" else {"threads": threads, "target": target}
+    return {"threads": threads} if target is None else {"threads": threads, "target": target}
 
 
 def get_latency_backend(name: str, **options: Any) -> LatencyBackend:

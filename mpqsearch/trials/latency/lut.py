@@ -1,45 +1,11 @@
-"""HAQ-style latency lookup table: each layer timed alone once per precision, summed per policy.
+"""HAQ-style latency lookup table: each layer timed alone once per execution kind, summed per policy.
 
-Execution model (ONNX Runtime 1.31, CPU). What decides a layer's speed is the kernel ONNX
-Runtime picks, and that depends on three bit widths, not on the exact number of bits:
-
-- ``u8s8`` and ``u8u8``: the weight, the tensor the layer reads and the layer's own output
-  activation all have 8 bits or fewer, and nothing but a clamp at zero into an unsigned grid
-  (ReLU) lies between the layer and its output quantizer: ``DQ -> Conv -> Q`` fuses into
-  ``QLinearConv``. The tensor read is quantized when it is another layer's output, a model input
-  (the policy's ``input_bits``) or an add or concat output (its tied group's bits), each directly
-  or through grid-preserving ops (:mod:`mpqsearch.quant.graph`); anything else (a mean,
-  ``0.2 * y``) is float. Weights of 2..7 bits are int8 and run the u8s8 kernels, 8-bit weights
-  are uint8 and run the u8u8 kernels, or int8 and u8s8 for the ``vnni`` export target
-  (:func:`mpqsearch.quant.export.weight_container` says why);
-  narrower activation levels only cost a ``DQ -> Clip -> Q``, which this table does not see;
-- ``int16``: none of the three is 32 bits but one is wider than 8: a float kernel between
-  int16 Q/DQ (ONNX Runtime has no int16 convolution on the CPU);
-- ``float``: any of the three is 32 bits, or an activation that no int8 kernel folds (PReLU,
-  LeakyReLU, sigmoid, a ReLU into a signed grid) follows the layer: a float kernel. Where its
-  tensors are quantized, the Q/DQ around it are not counted, nor that ONNX Runtime runs such a
-  kernel more slowly than in a float graph (it keeps its NCHW layout): on ``sr-rrdb-x2``, whose
-  26 LeakyReLU convs run so, the W8A8 estimate is 29 % below the end-to-end measurement.
-
-(The output bits count because ONNX Runtime fuses only a convolution whose output is quantized.)
-ConvTranspose and Gemm have no int8 kernel at all: their ``u8s8`` and ``u8u8`` entries are measured
-like any other and come out as float plus Q/DQ. Adds and concats of quantized tensors run as
-``QLinearAdd`` and ``QLinearConcat``; like every op outside the layers they are in the constant
-below, measured in float.
-
-Each (layer, kind) is measured as a one-layer ONNX model at the layer's real input shape
-(captured by a forward hook on the example input): for the integer kinds an integer input,
-``DequantizeLinear``, the layer with integer weights, ``QuantizeLinear`` and an integer output,
-so the Q/DQ work on its input and output is counted once, where it runs; for ``float`` the
-float layer. What no layer entry sees (activations, adds, concats, pooling, the runtime's
-per-run cost) is one measured constant: the end-to-end FP32 time minus the FP32 sum, so the
-table gives the FP32 policy's time exactly. Everything else is an estimate; how far it is from
-an end-to-end measurement, :func:`compare_with_end_to_end` says.
-
-Tables are keyed by the model (its traced graph, layers and input shapes), the backend, and the
-machine (CPU model, ONNX Runtime version, thread count), and kept as JSON in ``cache_dir``
-(default ``~/.cache/mpqsearch/latency``); entries are measured the first time a policy needs
-them and written atomically, so concurrent trials can share one directory.
+A layer's kind (:data:`KINDS`: ``u8s8``, ``u8u8``, ``int16``, ``float``) is how ONNX Runtime runs
+it in the exported file, decided by its weight bits, the bits of the tensor it reads and its own
+activation bits, and the export target (:func:`execution_kind`); the table follows the export:
+every layer between tensors of 8 bits or fewer runs in an int8 kernel. What no layer entry sees is
+one measured constant (FP32 end to end minus the FP32 sum). docs/latency.md says how entries are
+measured, what the table misses, and how tables are keyed and cached.
 """
 
 from __future__ import annotations
@@ -59,13 +25,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ...files import write_atomic
 from ...policy import Policy
-from ...search_spaces import SearchSpace
 from ...quant.export import Dequantize, Quantize, check_target, container, dequantized_weight, export_onnx, write_onnx
-from ...quant.graph import MODEL_INPUT, ActivationSite, quantizable_layers
-from ...quant.modules import ActFakeQuant, WeightFakeQuant, weight_channel_axis
+from ...quant.graph import MODEL_INPUT, quantizable_layers
+from ...quant.modules import WeightFakeQuant, weight_channel_axis
+from ...quant.qdq import warn_without_vnni
 from ...quant.spec import FLOAT_BITS, LayerQuantConfig
 from ...quant.transform import calibrate, prepare
+from ...search_spaces import SearchSpace
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend
 from .ort import OnnxRuntimeBackend, time_onnx
 
@@ -77,15 +45,17 @@ TABLE_VERSION = 2
 """2: 8-bit weights are measured apart from narrower ones (``u8u8``, ``u8s8``)."""
 
 
-def execution_kind(weight_bits: int, input_bits: int, output_bits: int, target: str = "portable") -> str:
-    """One of :data:`KINDS`: how ONNX Runtime runs a layer of a file exported for ``target``
-    (module docstring)."""
+def execution_kind(weight_bits: int, input_bits: int, output_bits: int, target: str = "portable",
+                   policy_target: str = "portable") -> str:
+    """One of :data:`KINDS`: how ONNX Runtime runs a layer of a policy made for ``policy_target``
+    in a file exported for ``target`` (:func:`~mpqsearch.quant.export.weight_container`): u8u8
+    only for full-range 8-bit weights (made for ``vnni``) exported for ``portable``."""
     bits = (weight_bits, input_bits, output_bits)
     if FLOAT_BITS in bits:
         return "float"
     if max(bits) > 8:
         return "int16"
-    return "u8u8" if weight_bits == 8 and target == "portable" else "u8s8"
+    return "u8u8" if weight_bits == 8 and target == "portable" and policy_target == "vnni" else "u8s8"
 
 
 @dataclass(frozen=True)
@@ -99,21 +69,17 @@ class LayerPlan:
     """Whose bits quantize the tensor this layer reads: a layer (its activation, or the add or
     concat of its tied group), :data:`~mpqsearch.quant.graph.MODEL_INPUT` (``input_bits``), or
     ``None`` (an unquantized tensor)."""
-    fuses: bool = True
-    """Whether an int8 kernel can write the layer's quantized output (module docstring)."""
 
-    def kind(self, policy: Policy, target: str = "portable") -> str:
+    def kind(self, policy: Policy, target: str | None = None) -> str:
+        """The layer's kind under ``policy`` in a file exported for ``target`` (default: the
+        policy's own target)."""
+        target = target or policy.target
         config = policy.layers[self.name]
         if self.source is None:
             input_bits = FLOAT_BITS
         else:
             input_bits = policy.input_bits if self.source == MODEL_INPUT else policy.layers[self.source].act_bits
-        kind = execution_kind(config.weight_bits, input_bits, config.act_bits, target)
-        return "float" if kind in ("u8s8", "u8u8") and not self.fuses else kind
-
-
-def _fuses(site: ActivationSite, quantizer: ActFakeQuant) -> bool:
-    return site.chain == "none" or (site.chain == "clamp" and quantizer.unsigned is True)
+        return execution_kind(config.weight_bits, input_bits, config.act_bits, target, policy.target)
 
 
 def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPlan], str]:
@@ -134,10 +100,9 @@ def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPl
     finally:
         for handle in handles:
             handle.remove()
-    _, quantizers, analysis = prepare(model)
+    analysis = prepare(model).analysis
     sources = {name: analysis.act_source(key) for name, key in analysis.reads.items() if key is not None}
-    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name),
-                             _fuses(analysis.sites[name], quantizers[name])) for name, shape in shapes.items()}
+    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name)) for name, shape in shapes.items()}
     structure = analysis.graph_module.code if analysis.traced else repr(model)
     return plans, structure
 
@@ -156,7 +121,8 @@ class _QuantizedLayer(nn.Module):
         config = LayerQuantConfig(weight_bits, act_bits, weight_clipping="max")
         quantizer = WeightFakeQuant(layer.weight, config, weight_channel_axis(layer))
         with torch.no_grad():
-            parametrize.register_parametrization(layer, "weight", dequantized_weight(quantizer(layer.weight), quantizer))
+            levels = dequantized_weight(quantizer(layer.weight), quantizer)
+            parametrize.register_parametrization(layer, "weight", levels)
             self.layer = layer
             qmax = 2 ** (act_bits - 1) - 1
             self.register_buffer("input_scale", example.abs().max() / qmax)
@@ -193,22 +159,6 @@ def machine() -> dict[str, str]:
     return {"cpu": cpu, "onnxruntime": onnxruntime.__version__}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``: readers
-    see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_table(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The stored table for ``key``; ``None`` when there is none (or an unreadable one: it is a
     cache, measured again and overwritten)."""
@@ -239,9 +189,10 @@ class LookupTableBackend(TimedBackend):
     name = "lut"
 
     def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10,
-                 cache_dir: str | os.PathLike | None = None, target: str = "portable") -> None:
+                 cache_dir: str | os.PathLike | None = None, target: str | None = None) -> None:
         super().__init__(threads=threads, repeats=repeats, warmup=warmup)
-        check_target(target)
+        if target is not None:
+            check_target(target)
         self.target = target
         self.cache_dir = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         self._models: dict[int, _Model] = {}
@@ -279,7 +230,7 @@ class LookupTableBackend(TimedBackend):
                 mine = table["layers"].setdefault(layer, {})
                 mine.update({kind: entry for kind, entry in entries.items() if kind not in mine})
             table.setdefault("end_to_end_fp32", stored.get("end_to_end_fp32"))
-        write_json_atomic(seen.path, table)
+        write_atomic(seen.path, lambda handle: json.dump(table, handle, indent=1, sort_keys=True))
 
     def _measure(self, path: Path, example: Any) -> dict[str, Any]:
         timing = time_onnx(path, example, threads=self.threads, warmup=self.warmup, repeats=self.repeats)
@@ -308,7 +259,9 @@ class LookupTableBackend(TimedBackend):
         constant, and the per-layer IQRs added up (as if the layers' run-to-run variations moved
         together). Measures whatever entries the table still lacks."""
         seen = self._model(model, example_input)
-        kinds = {name: plan.kind(policy, self.target) for name, plan in seen.plans.items()}
+        target = self.target or policy.target
+        warn_without_vnni(target, "estimating a latency")
+        kinds = {name: plan.kind(policy, target) for name, plan in seen.plans.items()}
         wanted = set(kinds.items()) | {(name, "float") for name in seen.plans}
         table = self._fill(seen, wanted)
         entries = table["layers"]

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...quant.export import check_target, export_onnx, onnxruntime_session
+from ...quant.export import check_target, export_onnx, model_target, onnxruntime_session
+from ...quant.qdq import warn_without_vnni
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend, time_calls
 
 
@@ -35,14 +36,16 @@ def time_onnx(path: str | os.PathLike, example_input: Any, *, threads: int, warm
 @register_latency_backend
 class OnnxRuntimeBackend(TimedBackend):
     """Exports the request's fake-quant model (:func:`~mpqsearch.quant.export.export_onnx`, for
-    ``target``: ``portable`` or ``vnni``) and times it: median and IQR of ``repeats`` runs after
+    ``target``: ``portable``, ``vnni``, or by default the one the model was quantized for) and
+    times it: median and IQR of ``repeats`` runs after
     ``warmup``, ``threads`` intra-op threads."""
 
     name = "onnxruntime"
 
-    def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10, target: str = "portable") -> None:
+    def __init__(self, *, threads: int = 1, repeats: int = 50, warmup: int = 10, target: str | None = None) -> None:
         super().__init__(threads=threads, repeats=repeats, warmup=warmup)
-        check_target(target)
+        if target is not None:
+            check_target(target)
         self.target = target
 
     def measure(self, request: LatencyRequest) -> LatencyResult:
@@ -54,4 +57,5 @@ class OnnxRuntimeBackend(TimedBackend):
         """Export ``model`` (fake-quant or float) to a temporary file and time it."""
         with tempfile.TemporaryDirectory(prefix="mpqsearch-latency-") as tmp:
             path = export_onnx(model, example_input, Path(tmp) / "model.onnx", target=self.target)
+            warn_without_vnni(self.target or model_target(model), "timing an ONNX file")
             return time_onnx(path, example_input, threads=self.threads, warmup=self.warmup, repeats=self.repeats)
