@@ -46,7 +46,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import sqlalchemy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictStr, ValidationError
 
 from ..files import read_yaml
@@ -224,6 +223,8 @@ def redact_url(url: str) -> str:
     and saving: passwords are never shown or written in clear. Anything else is returned as is."""
     if "://" not in url:
         return url
+    import sqlalchemy  # on use: the command line starts without it
+
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
