@@ -153,12 +153,20 @@ def _grids(*modules: nn.Module) -> list[Grid] | None:
 
 def exact_add(a: torch.Tensor, b: torch.Tensor, source_a: nn.Module, source_b: nn.Module, output: nn.Module,
               clamped: bool = False) -> torch.Tensor:
-    """``a + b``, or in evaluation ``QLinearAdd`` (operands of one shape)."""
-    if _active(a, b) and a.shape == b.shape:
+    """``a + b``, or in evaluation ``QLinearAdd``. ONNX Runtime adds a broadcast operand as the
+    kernel's second one (``qlinear_binary_op.cc``), so it goes second here too; operands that both
+    broadcast stay float (not seen in the models here)."""
+    if _active(a, b):
         grids = _grids(source_a, source_b, output)
-        if grids is not None and _zero_clamp_ok(grids[2], clamped):
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        if grids is not None and _zero_clamp_ok(grids[2], clamped) and shape in (a.shape, b.shape):
             ga, gb, out = grids
-            return out.values(qlinear_add(ga.levels(a), ga, gb.levels(b), gb, out))
+            first, second = (a, ga), (b, gb)
+            if a.shape != shape:
+                first, second = second, first
+            levels = qlinear_add(first[1].levels(first[0]), first[1], second[1].levels(second[0]).expand(shape),
+                                 second[1], out)
+            return out.values(levels)
     return a + b
 
 
