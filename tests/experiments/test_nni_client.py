@@ -28,8 +28,8 @@ PARAMS = {"stem/w": 8, "tied0/a": 8, "block.conv/w": 4, "block.conv/a": 8, "bloc
 class FakeNni:
     """NNI's trial channel (nni_node/common/command_channel/http.js) for any number of trials."""
 
-    def __init__(self):
-        self.parameters, self.metrics = {}, {}
+    def __init__(self, cwd):
+        self.cwd, self.parameters, self.metrics = cwd, {}, {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,7 +61,7 @@ class FakeNni:
         self.parameters[trial] = params
         env = dict(os.environ, NNI_TRIAL_COMMAND_CHANNEL=f"http://127.0.0.1:{self.server.server_port}/env/x/{trial}",
                    NNI_TRIAL_JOB_ID=trial, NNI_TRIAL_SEQ_ID="0", NNI_EXP_ID="fakeexp", NNI_PLATFORM="local")
-        return subprocess.Popen(command, env=env, **popen)
+        return subprocess.Popen(command, env=env, cwd=self.cwd, **popen)  # NNI's trials write trial.log there
 
     def final(self, trial):
         [final] = [json.loads(m["value"]) for m in self.metrics[trial] if m["type"] == "FINAL"]
@@ -70,7 +70,7 @@ class FakeNni:
 
 @pytest.fixture
 def nni(tmp_path):
-    fake = FakeNni()
+    fake = FakeNni(tmp_path)
     yield fake
     fake.server.shutdown()
     for pid in find_processes(str(tmp_path)):

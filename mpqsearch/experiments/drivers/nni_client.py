@@ -1,4 +1,4 @@
-"""NNI's warm trial command: ``python -m mpqsearch.experiments.drivers.nni_client RUN_DIR [--timeout SECONDS]``.
+"""NNI's warm trial command: ``python -m mpqsearch.experiments.drivers.nni_client [--timeout SECONDS] RUN_DIR``.
 
 A thin client that imports neither torch nor ``nni`` (it starts in a few hundredths of a second,
 where the cold trial :mod:`.nni_trial` takes seconds): it gets the parameters from NNI's trial
@@ -48,8 +48,8 @@ def trial_command(run_dir: Path, warm: bool = True, timeout: float | None = None
     """NNI's ``trialCommand`` (run by ``/bin/bash``: every argument quoted)."""
     if not warm:
         return shlex.join(cold_command(run_dir))
-    return shlex.join(python_module_command(CLIENT_MODULE, str(run_dir), "--timeout",
-                                            f"{timeout or DEFAULT_TIMEOUT:g}"))
+    return shlex.join(python_module_command(CLIENT_MODULE, "--timeout", f"{timeout or DEFAULT_TIMEOUT:g}",
+                                            str(run_dir)))
 
 
 def nni_manager() -> ProcessRecord | None:

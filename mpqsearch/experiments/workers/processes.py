@@ -131,24 +131,27 @@ def parent_death_preexec(sig: int, new_group: bool = True) -> Callable[[], None]
     return preexec
 
 
-def exit_with(anchors: Iterable[ProcessRecord]) -> None:
-    """End this process (``os._exit(0)``) the moment any of ``anchors`` ends, or at once if one
-    already has. A daemon thread waits on their pidfds."""
+def exit_with(anchors: Iterable[ProcessRecord], on_end: Callable[[], None] | None = None) -> None:
+    """Call ``on_end`` (default: end this process, ``os._exit(0)``) the moment any of ``anchors``
+    ends, or at once if one already has. A daemon thread waits on their pidfds."""
+    on_end = on_end or (lambda: os._exit(0))
     fds = []
     for anchor in anchors:
         try:
             fd = os.pidfd_open(anchor.pid)
         except ProcessLookupError:
-            os._exit(0)
+            on_end()
+            return
         if not anchor.alive():  # the pid was reused before we opened it: the anchor is gone
-            os._exit(0)
+            on_end()
+            return
         fds.append(fd)
     if not fds:
         return
 
     def wait() -> None:
         select.select(fds, [], [])
-        os._exit(0)
+        on_end()
 
     threading.Thread(target=wait, daemon=True, name="anchor-watch").start()
 

@@ -3,9 +3,11 @@
 :func:`run_worker` is a worker process's main: it parses the slot options :mod:`.slots` adds to a
 worker's command, arranges to exit with its anchors (the launcher, or NNI's manager), builds its
 handler while it still holds the slot's start lock (so clients wait for it), listens, releases
-the lock, and serves. It exits when an anchor ends, on SIGTERM, or after ``--idle-exit`` seconds
-without a request: before exiting idle it takes the slot's lock, so no trial is between finding
-the socket and being answered when the socket goes away.
+the lock, and serves. It exits on SIGTERM; when an anchor ends (at once, or once the request it is
+answering is answered: the trial it serves is then ended or cancelled by whoever runs it, NNI's
+manager, rather than failed by a vanished worker); and after ``--idle-exit`` seconds without a
+request: before exiting idle it takes the slot's lock, so no trial is between finding the socket
+and being answered when the socket goes away.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -105,10 +108,31 @@ def _idle_exit(listener: socket.socket, path: Path, inode: int, slot_lock: Path)
     return True
 
 
+class _Orphaning:
+    """Exit when an anchor ends, but not in the middle of answering a request."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.busy = self.orphaned = False
+
+    def anchor_ended(self) -> None:
+        with self.lock:
+            if not self.busy:
+                os._exit(0)
+            self.orphaned = True
+
+    def serving(self, busy: bool) -> None:
+        with self.lock:
+            self.busy = busy
+            if not busy and self.orphaned:
+                os._exit(0)
+
+
 def run_worker(argv: Sequence[str], make_handler: Callable[[], Handler]) -> None:
     """A worker process's main (see the module docstring); returns when it stops serving."""
     options = parse_slot_options(argv)
-    exit_with(options.anchor)
+    orphaning = _Orphaning()
+    exit_with(options.anchor, orphaning.anchor_ended)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the launcher's to handle
     handler = make_handler()  # the expensive part, while the start lock is held
@@ -122,5 +146,7 @@ def run_worker(argv: Sequence[str], make_handler: Callable[[], Handler]) -> None
                 print(f"worker {os.getpid()}: idle for {options.idle_exit:.0f} s, exiting", flush=True)
                 return
             continue
+        orphaning.serving(True)
         _serve_one(listener, handler)
         sys.stdout.flush()
+        orphaning.serving(False)

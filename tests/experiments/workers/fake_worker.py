@@ -2,7 +2,8 @@
 
     python fake_worker.py [--fail-start] [slot options]
 
-A request's ``params`` may ask for ``sleep`` (seconds), ``crash`` (exit mid-request) or ``raise``.
+A request's ``params`` may ask for ``sleep`` (seconds), ``crash`` (exit mid-request) or ``raise``,
+and name a file to ``touch`` when the request arrives.
 """
 
 import os
@@ -18,6 +19,8 @@ def make_handler():
 
     def handle(request):
         params = request["params"]
+        if params.get("touch"):
+            open(params["touch"], "w").close()
         time.sleep(params.get("sleep", 0))
         if params.get("crash"):
             os._exit(3)

@@ -165,3 +165,22 @@ def test_a_run_directory_too_deep_for_a_socket_address_uses_a_private_short_one(
     finally:
         for pid in _left(deep):
             kill_and_wait(pid)
+
+
+def test_a_worker_whose_anchor_ends_mid_request_answers_it_then_exits(slots, tmp_path):
+    anchor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = ProcessRecord.of(anchor.pid)
+    pid = request(slots, COMMAND, {"op": "evaluate", "trial": "t", "params": {}}, 30, anchors=[record])["pid"]
+    answers = []
+    arrived = tmp_path / "arrived"
+    asking = threading.Thread(target=lambda: answers.append(_evaluate(slots, {"sleep": 2.0, "x": 7,
+                                                                              "touch": str(arrived)})))
+    asking.start()
+    while not answers and not arrived.exists():
+        time.sleep(0.01)
+    anchor.kill()
+    anchor.wait()
+    asking.join()
+    assert answers[0]["ok"] and answers[0]["final"] == {"default": 7} and answers[0]["pid"] == pid
+    assert wait_gone(pid, 10) and _left(tmp_path) == []
+
