@@ -106,6 +106,22 @@ def test_warm_and_cold_trials_report_what_the_optuna_driver_computes(experiment_
     assert len({pid for _, pid in iter_workers(Slots(run_dir))}) == 1  # the second warm trial found the first's worker
 
 
+@pytest.mark.slow
+def test_an_sr_trial_with_table_latency_is_the_same_warm_cold_and_in_process(experiment_file, tmp_path, nni):
+    config, run_dir = _run_dir(experiment_file, tmp_path, workload="sr-espcn-x2", latency={"backend": "lut"},
+                               search_space={"weight_bits": [4, 8], "act_bits": [6, 8]},
+                               objectives=[{"metric": "psnr", "direction": "maximize"},
+                                           {"metric": "latency_ms", "direction": "minimize"}], constraints=[])
+    setup = build_setup(config, cache_dir=run_dir / "cache")
+    setup.warm_up()  # the table, measured once, as the launcher does
+    params = {name: choices[i % len(choices)] for i, (name, choices) in enumerate(setup.space.parameters().items())}
+    expected = setup.run_trial(params)
+    cold = nni.run("cold", params, [sys.executable, "-m", COLD_MODULE, str(run_dir / EXPERIMENT_FILE), str(run_dir)])
+    assert nni.run("warm", params, _client(run_dir)).wait(600) == 0 and cold.wait(600) == 0
+    assert nni.final("warm") == nni.final("cold") == {"default": expected.scalar, **expected.metrics, "feasible": 1.0}
+    assert expected.metrics["latency_ms"] > 0 and expected.result.latency_isolation == "table"
+
+
 def test_a_trial_whose_worker_is_killed_fails_with_the_reason_and_the_next_gets_a_fresh_worker(
         experiment_file, tmp_path, nni, monkeypatch):
     _, run_dir = _run_dir(experiment_file, tmp_path, workload="blocking_workload:blocking")

@@ -35,7 +35,7 @@ def evaluate_trial(setup: ExperimentSetup, run_dir: Path, trial: str, sequence: 
                    params: dict[str, Any]) -> dict[str, Any]:
     """Evaluate, record, and return ``{"ok": True, "final": {...}, "intermediate": [...]}`` or
     ``{"ok": False, "reason": ..., "traceback": ...}``."""
-    record = new_record(run_dir, trial, sequence, params)
+    record = {**new_record(run_dir, trial, sequence, params), "pid": os.getpid()}  # the trial's or its worker's
     try:
         outcome = setup.run_trial(params)
     except Exception as err:

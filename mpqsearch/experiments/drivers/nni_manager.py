@@ -10,7 +10,7 @@ local training service (``core/nnimanager.js``, ``initTrainingService``) and sle
 between noticing a trial's end, asking the tuner and submitting the next trial: about 1 s between
 two trials, more than a whole warm trial of the ``example`` workload. The preload sets it to
 ``MPQSEARCH_NNI_POLL_SECONDS`` (:data:`POLL_SECONDS` by default; measurements in
-``docs/nni-trial-overhead.md``); it changes nothing for other training services.
+``docs/nni-trials.md``); it changes nothing for other training services.
 
 NNI starts its manager in a process group of its own, so a launcher killed with ``kill -9`` used to
 leave it (and its tuner and trials) running. Here the manager is started with
