@@ -133,6 +133,29 @@ def test_kill_9_of_the_launcher_leaves_nothing_and_resume_keeps_every_trial_with
     assert _gone(run_dir, experiment_id)
 
 
+def test_a_worker_killed_mid_trial_fails_only_that_trial(experiment_file, tmp_path, monkeypatch, cleanup):
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "hold").touch()
+    monkeypatch.setenv("MPQSEARCH_TEST_BLOCK_DIR", str(block))
+    path = experiment_file(driver="nni", workload="blocking_workload:blocking", port=18658,
+                           tuner={"name": "Random", "args": {"seed": 0}}, budget={"max_trials": 5})
+    process, experiment_id, run_dir = _launch(path, tmp_path / "runs")
+    cleanup.append((process, run_dir))
+    [started] = _wait_for(lambda: list(block.glob("started-*")), "a trial held mid-evaluation")
+    worker = int(started.name.split("-")[1])  # the worker evaluating it
+    os.kill(worker, signal.SIGKILL)
+    (block / "hold").unlink()
+    out, _ = process.communicate(timeout=DEADLINE)
+    assert process.returncode == 0, out
+    records = read_trial_records(run_dir)
+    failed = [r for r in records.values() if r["state"] == "FAILED"]
+    assert len(records) == 5 and len(failed) == 1
+    assert f"the worker (pid {worker}) exited while evaluating" in failed[0]["fail_reason"]
+    assert len({r["pid"] for r in records.values() if r["state"] == "SUCCEEDED"} - {worker}) >= 1  # a fresh one
+    assert _gone(run_dir, experiment_id)
+
+
 OLD_LAUNCHER = """
 import os, sys
 from mpqsearch.experiments.drivers import nni_manager

@@ -274,8 +274,10 @@ class NniDriver(Driver):
                     if not stopping and (self.run_dir / STOP_FILE).exists():
                         stopping = True
                         started = sum(s["trialJobNumber"] for s in experiment.get_job_statistics())
-                        experiment.update_max_trial_number(max(1, started))
                         print("  stopping: the running trials finish, no new one starts", file=out, flush=True)
+                        if not started:
+                            break
+                        experiment.update_max_trial_number(started)
                     status = experiment.get_status()
                     statistics = experiment.get_job_statistics()
                 except requests.exceptions.RequestException:
