@@ -3,9 +3,10 @@
 :func:`run_worker` is a worker process's main: it parses the slot options :mod:`.slots` adds to a
 worker's command, arranges to exit with its anchors (the launcher, or NNI's manager), builds its
 handler while it still holds the slot's start lock (so clients wait for it), listens, releases
-the lock, and serves. It exits on SIGTERM; when an anchor ends (at once, or once the request it is
-answering is answered: the trial it serves is then ended or cancelled by whoever runs it, NNI's
-manager, rather than failed by a vanished worker); and after ``--idle-exit`` seconds without a
+the lock, and serves. It exits on SIGTERM; when an anchor ends (at once if no trial holds its slot,
+else once that trial's request is answered or the trial lets the slot go: the trial it serves is
+then ended or cancelled by whoever runs it, NNI's manager, rather than failed by a vanished
+worker); and after ``--idle-exit`` seconds without a
 request: before exiting idle it takes the slot's lock, so no trial is between finding the socket
 and being answered when the socket goes away.
 """
@@ -92,13 +93,22 @@ def _serve_one(listener: socket.socket, handler: Handler) -> None:
             pass  # the client went away (its trial was cancelled): nobody to answer
 
 
-def _idle_exit(listener: socket.socket, path: Path, inode: int, slot_lock: Path) -> bool:
-    """Stop listening if no trial holds the slot; whether it did."""
+def _slot_free(slot_lock: Path) -> int | None:
+    """Take the slot's lock if no trial holds it (kept until it is closed or the process exits):
+    its descriptor, else None (a trial is connecting or connected)."""
     fd = os.open(slot_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
+        return None
+    return fd
+
+
+def _idle_exit(listener: socket.socket, path: Path, inode: int, slot_lock: Path) -> bool:
+    """Stop listening if no trial holds the slot; whether it did."""
+    fd = _slot_free(slot_lock)
+    if fd is None:
         return False  # a trial is about to connect
     with contextlib.suppress(OSError):
         if os.stat(path).st_ino == inode:
@@ -109,17 +119,23 @@ def _idle_exit(listener: socket.socket, path: Path, inode: int, slot_lock: Path)
 
 
 class _Orphaning:
-    """Exit when an anchor ends, but not in the middle of answering a request."""
+    """Exit when an anchor ends, but not in the middle of answering a request, nor while a trial
+    holds the slot (it may have connected already: it is answered first, then the worker exits)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slot_lock: Path) -> None:
+        self.slot_lock = slot_lock
         self.lock = threading.Lock()
         self.busy = self.orphaned = False
 
     def anchor_ended(self) -> None:
-        with self.lock:
-            if not self.busy:
-                os._exit(0)
-            self.orphaned = True
+        """Called on the anchor-watch thread: exit now if idle, else once the request in hand
+        is answered (:meth:`serving`) or the trial holding the slot lets it go."""
+        while True:
+            with self.lock:
+                if not self.busy and _slot_free(self.slot_lock) is not None:
+                    os._exit(0)  # the slot's lock is held until the exit: no trial meets a dying worker
+                self.orphaned = True
+            time.sleep(0.1)
 
     def serving(self, busy: bool) -> None:
         with self.lock:
@@ -131,7 +147,7 @@ class _Orphaning:
 def run_worker(argv: Sequence[str], make_handler: Callable[[], Handler]) -> None:
     """A worker process's main (see the module docstring); returns when it stops serving."""
     options = parse_slot_options(argv)
-    orphaning = _Orphaning()
+    orphaning = _Orphaning(options.slot_lock)
     exit_with(options.anchor, orphaning.anchor_ended)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the launcher's to handle

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mpqsearch.experiments.workers import protocol
 from mpqsearch.experiments.workers.client import request
 from mpqsearch.experiments.workers.pool import WorkerPool
 from mpqsearch.experiments.workers.processes import (
@@ -184,3 +185,38 @@ def test_a_worker_whose_anchor_ends_mid_request_answers_it_then_exits(slots, tmp
     assert answers[0]["ok"] and answers[0]["final"] == {"default": 7} and answers[0]["pid"] == pid
     assert wait_gone(pid, 10) and _left(tmp_path) == []
 
+
+
+def test_a_trial_connected_when_the_anchor_ends_is_answered_before_the_worker_exits(slots, tmp_path):
+    """The race of a launcher killed between a trial's connect and its request: the worker (not
+    yet busy) sees the trial holding the slot and answers it before it exits."""
+    anchor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = ProcessRecord.of(anchor.pid)
+    pid = request(slots, COMMAND, {"op": "evaluate", "trial": "t", "params": {}}, 30, anchors=[record])["pid"]
+    index, slot_fd = slots.acquire()
+    try:
+        sock = slots.connect(index)
+        anchor.kill()
+        anchor.wait()
+        time.sleep(0.5)  # the worker has seen its anchor end
+        assert not wait_gone(pid, 0)
+        with sock:
+            protocol.send(sock, {"op": "evaluate", "trial": "u", "params": {"x": 3}})
+            answer = protocol.receive(sock, time.monotonic() + 30)
+    finally:
+        os.close(slot_fd)
+    assert answer["ok"] and answer["final"] == {"default": 3} and answer["pid"] == pid
+    assert wait_gone(pid, 10) and _left(tmp_path) == []
+
+
+def test_an_orphaned_worker_exits_once_the_trial_holding_its_slot_lets_it_go(slots, tmp_path):
+    anchor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = ProcessRecord.of(anchor.pid)
+    pid = request(slots, COMMAND, {"op": "evaluate", "trial": "t", "params": {}}, 30, anchors=[record])["pid"]
+    index, slot_fd = slots.acquire()
+    anchor.kill()
+    anchor.wait()
+    time.sleep(0.5)
+    assert not wait_gone(pid, 0)  # a trial holds the slot: it may be about to connect
+    os.close(slot_fd)
+    assert wait_gone(pid, 10) and _left(tmp_path) == []
