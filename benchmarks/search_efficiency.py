@@ -1,0 +1,196 @@
+"""Search efficiency against ground truth: every policy of two small spaces is evaluated once
+(the tables), then searches run per sampler x seeding x budget and are scored against the true
+Pareto front.
+
+    python benchmarks/search_efficiency.py enumerate [--spaces cls sr]     # the tables (minutes)
+    python benchmarks/search_efficiency.py sweep [--seeds 10] [--quick]     # the table of searches
+    python benchmarks/search_efficiency.py confirm                          # real launches = lookups
+
+Spaces: ``cls`` = cls-digits, weights {4,8} x activations {4,8} per layer and tied group;
+``sr`` = sr-espcn-x2, weights {3,4,6,8} x activations {4,8}. Objectives: the workload's primary
+metric and ``size_ratio``; latency backend ``none``; target ``portable``; one torch thread (a
+trial is then deterministic: the same policy gives the same metrics in any process).
+
+Scores per search: hypervolume of everything evaluated as a fraction of the true front's, with the
+reference at the true front's nadir (so the number measures the front, not the corner: with the
+worst point of the space as reference two uniform seeds alone reach 99 %); how many of the true
+front's policies were evaluated (weakly non-dominated: policies with equal values all count);
+distinct policies per trial; trials until 95 % and 99 % of the hypervolume. Medians over sampler
+seeds. Hypervolumes by moocore, as in :mod:`mpqsearch.analysis.pareto`.
+
+The sweep drives the Optuna driver's own trial loop (:func:`mpqsearch.experiments.drivers.optuna.
+run_trials`: seeds enqueued as ``launch`` does, the sampler ``make_sampler`` builds, record answers
+of repeats, the budget counting distinct policies) on an in-memory study whose trial is a lookup in
+the table; ``confirm`` checks that real ``mpqsearch launch`` runs, both drivers, evaluate exactly
+the table's values and propose the same sequence as the lookup run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPACES = {
+    "cls": ("cls-digits", [4, 8], [4, 8]),
+    "sr": ("sr-espcn-x2", [3, 4, 6, 8], [4, 8]),
+}
+TABLES = Path(__file__).parent / "results" / "search_efficiency"
+BUDGETS = (0.01, 0.03, 0.10)
+
+
+def experiment(space: str, **extra: Any) -> dict[str, Any]:
+    """The experiment file (as a mapping) that searches ``space``."""
+    workload, weights, acts = SPACES[space]
+    return {"workload": workload, "search_space": {"weight_bits": weights, "act_bits": acts},
+            "latency": {"backend": "none", "target": "portable"}, **extra}
+
+
+def enumerate_space(space: str, out: Path, limit: int | None = None) -> dict[str, Any]:
+    """Evaluate every policy of ``space`` (one torch thread) and write the table to ``out``."""
+    from mpqsearch.experiments.config import parse_config
+    from mpqsearch.experiments.setup import build_setup
+
+    setup = build_setup(parse_config(experiment(space), f"<{space}>"), threads=1)
+    params = {n: list(c) for n, c in setup.space.parameters().items()}
+    names = list(params)
+    combos = list(itertools.product(*params.values()))[:limit]
+    rows, start = [], time.time()
+    for index, values in enumerate(combos):
+        outcome = setup.run_trial(dict(zip(names, values, strict=False)))
+        rows.append({"params": list(values), "metrics": outcome.metrics, "values": outcome.values})
+        if index % 64 == 0:
+            print(f"{space}: {index}/{len(combos)} {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    table = {"space": space, "experiment": experiment(space), "names": names, "choices": params,
+             "objectives": [[o.metric, o.direction] for o in setup.objectives.objectives],
+             "rows": rows, "seconds": round(time.time() - start, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table))
+    print(f"{space}: {len(rows)} policies in {table['seconds']} s -> {out}", flush=True)
+    return table
+
+
+# --- ground truth ----------------------------------------------------------------------------------
+class Table:
+    """An enumerated space: every policy's objective values, the true front, its hypervolume."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        import moocore
+
+        self.data = data
+        self.names = data["names"]
+        self.choices = data["choices"]
+        self.directions = [d for _, d in data["objectives"]]
+        self.rows = {tuple(r["params"]): r for r in data["rows"]}
+        self.signs = np.array([1.0 if d == "minimize" else -1.0 for d in self.directions])
+        keys = list(self.rows)
+        z = np.array([self.rows[k]["values"] for k in keys]) * self.signs
+        mask = moocore.is_nondominated(z, keep_weakly=True)
+        self.front = {k for k, m in zip(keys, mask, strict=False) if m}
+        self.ref = z[mask].max(axis=0)  # the true front's nadir
+        self.hv_true = self.hv(z[mask])
+
+    @classmethod
+    def load(cls, space: str) -> Table:
+        return cls(json.loads((TABLES / f"{space}.json").read_text()))
+
+    def hv(self, z: np.ndarray) -> float:
+        import moocore
+
+        inside = z[np.all(z < self.ref, axis=1)] if len(z) else z
+        return float(moocore.hypervolume(inside, ref=self.ref)) if len(inside) else 0.0
+
+    def z(self, keys: list[tuple]) -> np.ndarray:
+        return np.array([self.rows[k]["values"] for k in keys]) * self.signs
+
+    def score(self, keys: list[tuple]) -> dict[str, Any]:
+        """Scores of a search that evaluated ``keys`` in this order (repeats included)."""
+        distinct = list(dict.fromkeys(keys))
+        fractions = [self.hv(self.z(distinct[:i + 1])) / self.hv_true for i in range(len(distinct))]
+
+        def reach(level: float) -> int | None:
+            return next((i + 1 for i, f in enumerate(fractions) if f >= level - 1e-12), None)
+
+        return {"hv": fractions[-1] if fractions else 0.0, "front": len(set(distinct) & self.front),
+                "distinct_per_trial": len(distinct) / max(1, len(keys)), "t95": reach(0.95), "t99": reach(0.99),
+                "trials": len(keys)}
+
+
+# --- searches on the table (the Optuna driver's own loop) ------------------------------------------
+class _Outcome:
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.metrics, self.values, self.violations = row["metrics"], list(row["values"]), {}
+        self.scalar = self.values[0]
+        self.result = type("Result", (), {"timings": {}, "latency": None, "latency_isolation": ""})()
+
+
+class LookupSetup:
+    """Stands in for :class:`~mpqsearch.experiments.setup.ExperimentSetup` in the driver's trial
+    loop: a trial is the table's row of its policy."""
+
+    def __init__(self, real: Any, table: Table) -> None:
+        self.config, self.space, self.objectives, self.table = real.config, real.space, real.objectives, table
+        self.evaluated: list[tuple] = []
+
+    def run_trial(self, params: dict[str, Any]) -> _Outcome:
+        key = tuple(params[n] for n in self.table.names)
+        self.evaluated.append(key)
+        return _Outcome(self.table.rows[key])
+
+
+CONFIGS = {  # name -> (sampler, its args, seed strategies)
+    "SensitivityModel": ("SensitivityModel", {}, []),
+    "SensitivityModel + uniform": ("SensitivityModel", {}, [{"name": "uniform"}]),
+    "NSGAII + uniform": ("NSGAII", {}, [{"name": "uniform"}]),
+    "NSGAII (Optuna's own: pop 50, no dedup)": ("NSGAII-stock", {}, [{"name": "uniform"}]),
+    "TPE + uniform": ("TPE", {}, [{"name": "uniform"}]),
+    "Random": ("Random", {}, []),
+}
+_SETUPS: dict[tuple, Any] = {}
+
+
+def _real_setup(space: str, sampler: str, strategies: list[dict[str, Any]], budget: int) -> Any:
+    from mpqsearch.experiments.config import parse_config
+    from mpqsearch.experiments.setup import build_setup
+
+    name = "NSGAII" if sampler == "NSGAII-stock" else sampler
+    data = experiment(space, sampler={"name": name}, strategies={"seed": strategies},
+                      budget={"max_trials": budget})
+    config = parse_config(data, f"<{space}>")
+    key = (space,)
+    if key not in _SETUPS:
+        _SETUPS[key] = build_setup(config, threads=1)
+    base = _SETUPS[key]
+    return type(base)(config, base.workload, base.evaluator, base.space, base.objectives)
+
+
+def search(space: str, table: Table, config_name: str, budget: int, seed: int) -> tuple[list[tuple], dict]:
+    """One search of ``budget`` trials by the Optuna driver's trial loop; returns the policies it
+    evaluated in order and the study's counts."""
+    import optuna
+
+    from mpqsearch.experiments.config import Algorithm
+    from mpqsearch.experiments.drivers.optuna import run_trials, spent
+    from mpqsearch.experiments.sampler_inputs import sampler_context
+    from mpqsearch.experiments.samplers import make_sampler
+
+    sampler_name, args, strategies = CONFIGS[config_name]
+    real = _real_setup(space, sampler_name, strategies, budget)
+    seeds = real.seeds()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=real.objectives.directions)
+    if sampler_name == "NSGAII-stock":
+        study.sampler = optuna.samplers.NSGAIISampler(seed=seed)
+    else:
+        study.sampler = make_sampler(Algorithm(name=sampler_name, args={**args, "seed": seed}),
+                                     context=sampler_context(real, len(seeds)))
+    for policy in seeds:
+        study.enqueue_trial(real.space.params_from_policy(policy), skip_if_exists=True)
+    lookup = LookupSetup(real, table)
+    run_trials(lookup, study, None, None)
+    return lookup.evaluated, {"trials": len(study.trials), "spent": spent(study), "seeds": len(seeds)}
