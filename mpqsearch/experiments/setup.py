@@ -82,10 +82,11 @@ class ExperimentSetup:
 
     @property
     def seed_cap(self) -> int:
-        """At most ``strategies.seed_share`` of the budget (at least one trial) runs seeds: 13 gamma
-        seeds took almost half of a 30-trial budget, and the samplers' own proposals did better."""
+        """At most ``strategies.seed_share`` of the budget runs seeds (but two, the usual pair of
+        uniform corners, unless the budget is smaller): 13 gamma seeds took almost half of a
+        30-trial budget, and the samplers' own proposals did better."""
         budget = self.config.budget.max_trials
-        return max(1, math.floor(round(self.config.strategies.seed_share * budget, 9)))
+        return min(budget, max(2, math.floor(round(self.config.strategies.seed_share * budget, 9))))
 
     def strategy_scores(self) -> dict[str, dict[str, float]]:
         """Per-layer scores of the strategies that seeded or pruned this experiment (``{"name:
