@@ -27,8 +27,10 @@ the table's values and propose the same sequence as the lookup run.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -194,3 +196,113 @@ def search(space: str, table: Table, config_name: str, budget: int, seed: int) -
     lookup = LookupSetup(real, table)
     run_trials(lookup, study, None, None)
     return lookup.evaluated, {"trials": len(study.trials), "spent": spent(study), "seeds": len(seeds)}
+
+
+def _median(values: list[Any]) -> Any:
+    known = [v for v in values if v is not None]
+    if len(known) * 2 <= len(values):  # the median run did not get there
+        return None
+    return statistics.median(sorted(values, key=lambda v: float("inf") if v is None else v))
+
+
+def sweep(spaces: list[str], configs: list[str], fractions: tuple[float, ...], seeds: int,
+          out: Path | None) -> list[dict[str, Any]]:
+    """Every configuration x budget x sampler seed on every space; prints the table."""
+    results = []
+    print("| space | configuration | budget | HV median (min) | front policies median (min) | distinct/trial "
+          "| trials to 95 % / 99 % |")
+    print("|---|---|---|---|---|---|---|")
+    for space in spaces:
+        table = Table.load(space)
+        size = len(table.rows)
+        for name in configs:
+            for fraction in fractions:
+                budget = max(2, round(fraction * size))
+                scores = [table.score(search(space, table, name, budget, seed)[0]) for seed in range(seeds)]
+                hv = [s["hv"] for s in scores]
+                front = [s["front"] for s in scores]
+                row = {"space": space, "configuration": name, "fraction": fraction, "budget": budget,
+                       "front_size": len(table.front), "scores": scores}
+                results.append(row)
+                t95, t99 = _median([s["t95"] for s in scores]), _median([s["t99"] for s in scores])
+                print(f"| {space} | {name} | {fraction:.0%} ({budget}) | {statistics.median(hv):.3f} ({min(hv):.3f}) "
+                      f"| {statistics.median(front):g} ({min(front)}) of {len(table.front)} "
+                      f"| {statistics.median(s['distinct_per_trial'] for s in scores):.2f} "
+                      f"| {t95 or '-'} / {t99 or '-'} |", flush=True)
+    if out is not None:
+        out.write_text(json.dumps(results))
+    return results
+
+
+# --- real launches ---------------------------------------------------------------------------------
+def confirm(spaces: list[str], drivers: list[str], fraction: float, directory: Path) -> bool:
+    """Launch the default search (``SensitivityModel``, seed 0) on each space with each driver;
+    check every trial's objective values against the table (max difference) and the sequence of
+    policies against the lookup search. Returns whether everything matched."""
+    import io
+
+    from mpqsearch.analysis.results import load_results
+    from mpqsearch.experiments import launcher
+    from mpqsearch.experiments.config import parse_config
+
+    ok = True
+    for space in spaces:
+        table = Table.load(space)
+        budget = max(2, round(fraction * len(table.rows)))
+        expected, _ = search(space, table, "SensitivityModel", budget, 0)
+        for driver in drivers:
+            data = experiment(space, driver=driver, budget={"max_trials": budget}, directory=str(directory),
+                              sampler={"name": "SensitivityModel", "args": {"seed": 0}},
+                              tuner={"name": "MultiObjective", "args": {"sampler": "SensitivityModel", "seed": 0}})
+            start = time.time()
+            experiment_id = launcher.launch(parse_config(data, f"<{space} {driver}>"), out=io.StringIO())
+            rows = sorted((r for r in load_results(experiment_id, directory=directory, policies=False).rows
+                           if r.state == "complete"), key=lambda r: r.number)
+            keys = [tuple(r.params[n] for n in table.names) for r in rows]
+            objectives = [m for m, _ in table.data["objectives"]]
+            diff = max(abs(r.metrics[m] - table.rows[k]["metrics"][m]) for r, k in zip(rows, keys, strict=True)
+                       for m in objectives)
+            same = keys == expected
+            ok = ok and same and diff == 0
+            print(f"{space} {driver}: {len(keys)} trials in {time.time() - start:.0f} s, max difference from the table "
+                  f"{diff:.3g}, sequence {'equals' if same else 'DIFFERS from'} the lookup search", flush=True)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("enumerate")
+    p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
+    p.add_argument("--limit", type=int, default=None, help="only the first N policies (a smoke test)")
+    p.add_argument("--out-dir", type=Path, default=TABLES)
+    p = sub.add_parser("sweep")
+    p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="cls only, two configurations, 1 %% and 3 %%, 2 seeds")
+    p.add_argument("--out", type=Path, default=None)
+    p = sub.add_parser("confirm")
+    p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
+    p.add_argument("--drivers", nargs="+", default=["optuna", "nni"], choices=["optuna", "nni"])
+    p.add_argument("--fraction", type=float, default=0.03)
+    p.add_argument("--directory", type=Path, default=Path("/tmp/mpqsearch-search-efficiency"))
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    if args.command == "enumerate":
+        for space in args.spaces:
+            enumerate_space(space, args.out_dir / f"{space}.json", args.limit)
+        return 0
+    if args.command == "sweep":
+        if args.quick:
+            sweep(["cls"], ["SensitivityModel", "Random"], BUDGETS[:2], 2, args.out)
+        else:
+            sweep(args.spaces, args.configs, BUDGETS, args.seeds, args.out)
+        return 0
+    return 0 if confirm(args.spaces, args.drivers, args.fraction, args.directory) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
