@@ -199,10 +199,12 @@ def search(space: str, table: Table, config_name: str, budget: int, seed: int) -
 
 
 def _median(values: list[Any]) -> Any:
-    known = [v for v in values if v is not None]
-    if len(known) * 2 <= len(values):  # the median run did not get there
-        return None
-    return statistics.median(sorted(values, key=lambda v: float("inf") if v is None else v))
+    middle = statistics.median([float("inf") if v is None else v for v in values])
+    return None if middle == float("inf") else middle  # None: the median run did not get there
+
+
+def _show(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def sweep(spaces: list[str], configs: list[str], fractions: tuple[float, ...], seeds: int,
@@ -228,7 +230,7 @@ def sweep(spaces: list[str], configs: list[str], fractions: tuple[float, ...], s
                 print(f"| {space} | {name} | {fraction:.0%} ({budget}) | {statistics.median(hv):.3f} ({min(hv):.3f}) "
                       f"| {statistics.median(front):g} ({min(front)}) of {len(table.front)} "
                       f"| {statistics.median(s['distinct_per_trial'] for s in scores):.2f} "
-                      f"| {t95 or '-'} / {t99 or '-'} |", flush=True)
+                      f"| {_show(t95)} / {_show(t99)} |", flush=True)
     if out is not None:
         out.write_text(json.dumps(results))
     return results

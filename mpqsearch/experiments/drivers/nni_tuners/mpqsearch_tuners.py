@@ -6,8 +6,8 @@ connect to its manager, and importing torch alone can take several on a busy 2-c
 - :class:`GuardedTuner` runs one of NNI's built-in tuners on the scalarized objective, hands out
   the seed policies first, and survives TPE's race (a trial's end reaching the tuner before its
   final metric, NNI issues #5689/#5739/#5798) by holding such an end back until the metric came.
-- :class:`MultiObjectiveTuner` wraps an Optuna multi-objective sampler (NSGA-II, TPE) in a
-  study, so a real Pareto search runs inside NNI and shows in its web UI.
+- :class:`MultiObjectiveTuner` wraps a sampler of :mod:`mpqsearch.experiments.samplers` (the
+  sensitivity-model search, NSGA-II, TPE, ...) in a study, so a real Pareto search runs inside NNI and shows in its web UI.
 
 Resuming without rerunning a finished policy: NNI rebuilds a resumed experiment's tuner with the
 same arguments, so a tuner that kept nothing would queue its seeds again and replay its sampler's
@@ -15,9 +15,10 @@ random stream from the same seed (10 trials held 5 distinct policies). Given a `
 the run directory, each tuner keeps what it handed out there: the multi-objective tuner its whole
 Optuna study (a journal file: every trial with the sampler's own attributes, NSGA-II's
 generations included), the guarded tuner the parameter sets (:mod:`.handed_out`). A resumed tuner
-then queues the seeds only if none ran, continues with the sampler's seed offset by the trials it
-holds (a new stream, not a replay), and asks again (up to ``max_reask`` times) when its sampler
-proposes a policy it already handed out.
+then queues the seeds only if none ran and asks again (up to ``max_reask`` times) when its sampler
+proposes a policy it already handed out. The multi-objective tuner's sampler reseeds itself from
+(seed, trial number) every trial, so a resume continues its stream exactly; the guarded tuner
+continues with its seed offset by the trials it holds (a new stream, not a replay).
 """
 
 from __future__ import annotations
