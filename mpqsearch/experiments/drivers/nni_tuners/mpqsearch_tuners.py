@@ -7,7 +7,8 @@ connect to its manager, and importing torch alone can take several on a busy 2-c
   the seed policies first, and survives TPE's race (a trial's end reaching the tuner before its
   final metric, NNI issues #5689/#5739/#5798) by holding such an end back until the metric came.
 - :class:`MultiObjectiveTuner` wraps a sampler of :mod:`mpqsearch.experiments.samplers` (the
-  sensitivity-model search, NSGA-II, TPE, ...) in a study, so a real Pareto search runs inside NNI and shows in its web UI.
+  sensitivity-model search, NSGA-II, TPE, ...) in a study, so a real Pareto search runs inside
+  NNI and shows in its web UI.
 
 Resuming without rerunning a finished policy: NNI rebuilds a resumed experiment's tuner with the
 same arguments, so a tuner that kept nothing would queue its seeds again and replay its sampler's
