@@ -151,7 +151,7 @@ CONFIGS = {  # name -> (sampler, its args, seed strategies)
     "SensitivityModel": ("SensitivityModel", {}, []),
     "SensitivityModel + uniform": ("SensitivityModel", {}, [{"name": "uniform"}]),
     "NSGAII + uniform": ("NSGAII", {}, [{"name": "uniform"}]),
-    "NSGAII (Optuna's own: pop 50, no dedup)": ("NSGAII-stock", {}, [{"name": "uniform"}]),
+    "NSGAII unmodified (pop 50, seeds outside)": ("NSGAII-stock", {}, [{"name": "uniform"}]),
     "TPE + uniform": ("TPE", {}, [{"name": "uniform"}]),
     "Random": ("Random", {}, []),
 }
