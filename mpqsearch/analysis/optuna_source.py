@@ -9,6 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..experiments.config import ConfigError, ExperimentConfig, redact_url
 from ..experiments.drivers.optuna import open_storage, storage_url, study_attrs
+from ..experiments.samplers.distinct import REPEAT_ATTR
 from ..objectives import Objective, feasible, metric_directions
 from .table import Results, TrialRow
 
@@ -53,7 +54,7 @@ def load_storage(url: str, study: str | None = None) -> Results:
     objectives = [Objective(name, d.name.lower()) for name, d in named]
     trials = loaded.get_trials(deepcopy=False)
     retries = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
-    rows = [_row(t, retries) for t in trials]
+    rows = [_row(t, retries) for t in trials if REPEAT_ATTR not in t.user_attrs]  # answered from a record
     metrics = {m for row in rows for m in row.metrics}
     return Results(study, "optuna", info.get("workload"), rows, objectives, metric_directions(objectives, {}, metrics))
 

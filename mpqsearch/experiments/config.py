@@ -20,9 +20,10 @@ Example (every key but ``workload`` is optional; the defaults are the model fiel
     constraints:
       - {metric: size_ratio, max: 0.25}
     tuner: {name: TPE, args: {}}         # nni: TPE, Evolution, Anneal, Random, GridSearch, MultiObjective
-    sampler: {name: NSGAII, args: {seed: 0}}  # optuna: NSGAII, NSGAIII, TPE, Random, GP
+    sampler: {name: NSGAII, args: {seed: 0}}  # optuna: SensitivityModel, NSGAII, NSGAIII, TPE, Random, GP
     strategies:
       seed: [{name: gamma, args: {}}]
+      seed_share: 0.25                   # at most this share of the budget runs seeds
       prune: []
     budget: {max_trials: 40, max_duration: 2h, concurrency: 1, trial_timeout: 1h}
     nni_trials: warm                     # or cold: a new Python process per NNI trial (debugging)
@@ -156,6 +157,8 @@ Named = Annotated[Algorithm, BeforeValidator(_named)]
 class Strategies(_Section):
     seed: list[Named] = []
     prune: list[Named] = []
+    seed_share: float = Field(0.25, gt=0, le=1)
+    """At most this share of ``budget.max_trials`` runs seed policies."""
 
 
 class Budget(_Section):

@@ -10,6 +10,8 @@ from which a report rebuilds policies without evaluating anything (:func:`record
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,16 +60,33 @@ class ExperimentSetup:
         self.evaluator.prepare_latency()
 
     def seeds(self) -> list[Policy]:
-        """The seed policies of every configured seed strategy, each marked with its strategy."""
+        """The seed policies of every configured seed strategy, each marked with its strategy:
+        distinct (the same parameters after pruning and ties count once, the first strategy's),
+        the first :meth:`seed_cap` of them in the strategies' order."""
         context = StrategyContext(self.space, self.evaluator)
-        policies = []
+        lists = []
         for i, ref in enumerate(self.config.strategies.seed):
             strategy = _strategy(self.config, "seed", i, ref.name, ref.args)
             _keep_scores(strategy, context)
-            for policy in strategy.seed(context):
+            policies = strategy.seed(context)
+            for policy in policies:
                 policy.provenance["strategy"] = strategy.name
-                policies.append(policy)
-        return policies
+            lists.append(policies)
+        chosen, keys = [], set()
+        for policy in itertools.chain.from_iterable(lists):
+            key = tuple(sorted(self.space.params_from_policy(policy).items()))
+            if key not in keys and len(chosen) < self.seed_cap:
+                keys.add(key)
+                chosen.append(policy)
+        return chosen
+
+    @property
+    def seed_cap(self) -> int:
+        """At most ``strategies.seed_share`` of the budget runs seeds (but two, the usual pair of
+        uniform corners, unless the budget is smaller): 13 gamma seeds took almost half of a
+        30-trial budget, and the samplers' own proposals did better."""
+        budget = self.config.budget.max_trials
+        return min(budget, max(2, math.floor(round(self.config.strategies.seed_share * budget, 9))))
 
     def strategy_scores(self) -> dict[str, dict[str, float]]:
         """Per-layer scores of the strategies that seeded or pruned this experiment (``{"name:

@@ -71,10 +71,11 @@ def test_the_multi_objective_tuner_keeps_its_study_and_adds_only_what_it_lacks(t
     interrupted = first.generate_parameters(5)
     resumed = _multi(state)
     trials = resumed.study.get_trials(deepcopy=False)
-    assert sum(t.state.name == "COMPLETE" for t in trials) == 5
+    assert sum(t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs for t in trials) == 5
     assert [t.user_attrs.get("interrupted") for t in trials if t.state.name == "FAIL"] == [True]
     resumed.import_data(finished + [{"parameter": interrupted, "value": _metric(interrupted)}])
-    complete = [t for t in resumed.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    complete = [t for t in resumed.study.get_trials(deepcopy=False)
+                if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
     assert len(complete) == 6 and complete[-1].params == interrupted
 
 

@@ -38,6 +38,7 @@ from ...objectives import feasible
 from ..config import ConfigError, ExperimentConfig
 from ..progress import Progress, TrialCounts
 from ..runs import STOP_FILE, launch_directory
+from ..sampler_inputs import sampler_context
 from ..samplers import TUNER_SAMPLERS
 from ..setup import ExperimentSetup
 from ..trial_records import SEEDS_FILE, read_trial_records
@@ -84,6 +85,7 @@ def tuner_config(setup: ExperimentSetup, seeds: list[dict[str, Any]], run_dir: P
             "constraints": [[c.metric, c.max, c.min] for c in setup.objectives.constraints],
             "sampler": args.pop("sampler", "NSGAII"), "sampler_args": args, "seeds": seeds,
             "state_file": str(run_dir / TUNER_STATE_FILES[MULTI_OBJECTIVE]),
+            "context": sampler_context(setup, len(seeds)).to_dict(),
         }
         class_name = "mpqsearch_tuners.MultiObjectiveTuner"
     else:

@@ -40,7 +40,9 @@ from ..config import ConfigError, ExperimentConfig, parse_config, redact_url
 from ..lifetime import die_with_parent
 from ..progress import Progress, TrialCounts
 from ..runs import STOP_FILE, RunError, load_run
+from ..sampler_inputs import sampler_context
 from ..samplers import make_sampler
+from ..samplers.distinct import REPEAT_ATTR, recorded_trial
 from ..setup import ExperimentSetup, build_setup
 from .base import Driver
 
@@ -122,6 +124,15 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
         trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         params = {name: trial.suggest_categorical(name, list(choices)) for name, choices in parameters.items()}
         trial.set_user_attr("strategy", trial.user_attrs.get("strategy", "sampler"))
+        recorded = recorded_trial(trial.study, trial.number, params)
+        if recorded is not None:  # evaluated before: answered from its record, spends no budget
+            trial.set_user_attr(REPEAT_ATTR, recorded.number)
+            for key in ("metrics", "timings", "latency"):
+                if key in recorded.user_attrs:
+                    trial.set_user_attr(key, recorded.user_attrs[key])
+            for name, violation in (recorded.constraints or {}).items():
+                trial.set_constraint(name, violation)
+            return list(recorded.values)
         try:
             outcome = setup.run_trial(params)
         except Exception as err:
@@ -167,11 +178,12 @@ class _Stop:
 
 def spent(study: optuna.Study) -> int:
     """Trials that count against the budget: every finished one but those interrupted and queued
-    again (they measured nothing; their retry counts instead)."""
+    again (they measured nothing; their retry counts instead) and those answered from the record
+    of an earlier trial with the same policy (they evaluated nothing)."""
     trials = study.get_trials(deepcopy=False, states=FINISHED)
     retried = {number for t in study.get_trials(deepcopy=False)
                for number in t.system_attrs.get("retry_history", [])}
-    return sum(t.number not in retried for t in trials)
+    return sum(t.number not in retried and REPEAT_ATTR not in t.user_attrs for t in trials)
 
 
 class _Budget(MaxTrialsCallback):
@@ -225,8 +237,8 @@ def _worker_entry(run_dir: str, study_name: str, storage: str, worker: int, thre
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_run(Path(run_dir), storage)
     setup = build_setup(config, cache_dir=Path(run_dir) / "cache", threads=threads)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage),
-                              sampler=make_sampler(config.sampler, source=config.source, worker=worker))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    study.sampler = study_sampler(setup, study)
     run_trials(setup, study, deadline, Path(run_dir) / STOP_FILE)
 
 
@@ -249,13 +261,19 @@ def join(storage: str, study_name: str | None = None, cache_dir: str | os.PathLi
     config = parse_config({**recorded["experiment"], "storage": storage}, f"study {study_name}")
     setup = build_setup(config, cache_dir=Path(cache_dir or DEFAULT_CACHE_DIR).expanduser())
     setup.warm_up()
-    study = optuna.load_study(study_name=study_name, storage=backend,
-                              sampler=make_sampler(config.sampler, source=config.source, worker=os.getpid()))
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    study.sampler = study_sampler(setup, study)
     before = _own_trials(study)
     print(f"worker {socket.gethostname()}:{os.getpid()} on study {study_name} ({config.workload})",
           file=out or sys.stdout, flush=True)
     run_trials(setup, study, recorded.get("deadline"), None)
     return _own_trials(study) - before
+
+
+def study_sampler(setup: ExperimentSetup, study: optuna.Study) -> optuna.samplers.BaseSampler:
+    """The experiment's sampler for ``study`` (the number of seeds is the one the launch recorded)."""
+    seeds = int(study_attrs(study).get("seeds", 0))
+    return make_sampler(setup.config.sampler, source=setup.config.source, context=sampler_context(setup, seeds))
 
 
 def _own_trials(study: optuna.Study) -> int:
@@ -298,16 +316,17 @@ class OptunaDriver(Driver):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return optuna.create_study(
             study_name=self.experiment_id, storage=self.storage, load_if_exists=True,
-            directions=setup.objectives.directions,
-            sampler=make_sampler(self.config.sampler, source=self.config.source))
+            directions=setup.objectives.directions, sampler=optuna.samplers.RandomSampler())
 
     def launch(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
+        seeds = setup.seeds()
         study = self._study(setup)
         experiment = self.config.to_dict() | {"storage": None}  # workers bring the URL (and its password)
         study.set_user_attr(STUDY_ATTR, {"workload": self.config.workload_spec, "objectives": setup.objectives.names,
                                          "driver": self.name, "experiment": experiment,
-                                         "deadline": self._deadline()})
-        for policy in setup.seeds():
+                                         "deadline": self._deadline(), "seeds": len(seeds)})
+        study.sampler = study_sampler(setup, study)
+        for policy in seeds:
             study.enqueue_trial(setup.space.params_from_policy(policy),
                                 user_attrs={"strategy": policy.provenance["strategy"]}, skip_if_exists=True)
         self._run(setup, study, progress)
@@ -315,6 +334,7 @@ class OptunaDriver(Driver):
     def resume(self, setup: ExperimentSetup, progress: Progress, out: TextIO) -> None:
         study = self._study(setup)
         study.set_user_attr(STUDY_ATTR, {**study_attrs(study), "stop": False, "deadline": self._deadline()})
+        study.sampler = study_sampler(setup, study)
         requeue_dead_trials(study)
         self._run(setup, study, progress)
 
@@ -358,7 +378,7 @@ class OptunaDriver(Driver):
 
     def counts(self) -> TrialCounts:
         trials = optuna.load_study(study_name=self.experiment_id, storage=self.storage).get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and REPEAT_ATTR not in t.user_attrs]
         return TrialCounts(len(complete), sum(t.state == TrialState.FAIL for t in trials),
                            sum(t.state == TrialState.RUNNING for t in trials),
                            [t.values for t in complete if feasible(t.constraints)])

@@ -6,8 +6,9 @@ connect to its manager, and importing torch alone can take several on a busy 2-c
 - :class:`GuardedTuner` runs one of NNI's built-in tuners on the scalarized objective, hands out
   the seed policies first, and survives TPE's race (a trial's end reaching the tuner before its
   final metric, NNI issues #5689/#5739/#5798) by holding such an end back until the metric came.
-- :class:`MultiObjectiveTuner` wraps an Optuna multi-objective sampler (NSGA-II, TPE) in a
-  study, so a real Pareto search runs inside NNI and shows in its web UI.
+- :class:`MultiObjectiveTuner` wraps a sampler of :mod:`mpqsearch.experiments.samplers` (the
+  sensitivity-model search, NSGA-II, TPE, ...) in a study, so a real Pareto search runs inside
+  NNI and shows in its web UI.
 
 Resuming without rerunning a finished policy: NNI rebuilds a resumed experiment's tuner with the
 same arguments, so a tuner that kept nothing would queue its seeds again and replay its sampler's
@@ -15,9 +16,10 @@ random stream from the same seed (10 trials held 5 distinct policies). Given a `
 the run directory, each tuner keeps what it handed out there: the multi-objective tuner its whole
 Optuna study (a journal file: every trial with the sampler's own attributes, NSGA-II's
 generations included), the guarded tuner the parameter sets (:mod:`.handed_out`). A resumed tuner
-then queues the seeds only if none ran, continues with the sampler's seed offset by the trials it
-holds (a new stream, not a replay), and asks again (up to ``max_reask`` times) when its sampler
-proposes a policy it already handed out.
+then queues the seeds only if none ran and asks again (up to ``max_reask`` times) when its sampler
+proposes a policy it already handed out. The multi-objective tuner's sampler reseeds itself from
+(seed, trial number) every trial, so a resume continues its stream exactly; the guarded tuner
+continues with its seed offset by the trials it holds (a new stream, not a replay).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from nni.tuner import Tuner
 
 from mpqsearch.experiments.config import Algorithm
 from mpqsearch.experiments.drivers.nni_tuners.handed_out import HandedOut, params_key
-from mpqsearch.experiments.samplers import make_sampler
+from mpqsearch.experiments.samplers import SamplerContext, make_sampler
+from mpqsearch.experiments.samplers.distinct import REPEAT_ATTR, recorded_trial
 from mpqsearch.objectives import Constraint
 
 _logger = logging.getLogger("mpqsearch.tuners")
@@ -125,12 +128,18 @@ class MultiObjectiveTuner(Tuner):
     ``objectives`` are ``[metric, direction]`` pairs read from the trial's metric dict;
     ``constraints`` are ``[metric, max, min]`` triples (``None`` for an open side) recorded with
     Optuna 5's ``set_constraint``. Failed trials are told as failed, so the sampler moves on.
+    ``context``: the :class:`~mpqsearch.experiments.samplers.SamplerContext` (as a dict) the
+    launcher computed, so that the sampler is built as the Optuna driver builds it (same sampler,
+    same seed: the same policies in the same order). The seeds are queued at the first request,
+    after a resumed experiment's ``import_data``, and only those not yet in the study. A proposal
+    of a policy already evaluated is answered from its record (the sampler learns it, NNI never
+    runs it) and the sampler is asked again.
     """
 
     def __init__(self, objectives: list[list[str]], constraints: list[list[Any]] | None = None,
                  sampler: str = "NSGAII", sampler_args: dict[str, Any] | None = None,
                  seeds: list[dict[str, Any]] | None = None, state_file: str | None = None,
-                 max_reask: int = 20) -> None:
+                 max_reask: int = 20, context: dict[str, Any] | None = None) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -141,20 +150,16 @@ class MultiObjectiveTuner(Tuner):
         storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(state_file))
                    if state_file else None)
         directions = [d for _, d in self.objectives]
-        held = optuna.create_study(study_name="tuner", storage=storage, directions=directions, load_if_exists=True)
-        resumed = bool(held.user_attrs.get("seeded"))
         self.study = optuna.create_study(
             study_name="tuner", storage=storage, directions=directions, load_if_exists=True,
             sampler=make_sampler(Algorithm(name=sampler, args=sampler_args or {}), key="tuner",
-                                 worker=len(held.get_trials(deepcopy=False))))
+                                 context=SamplerContext.from_dict(context) if context else None))
+        resumed = bool(self.study.user_attrs.get("seeded"))
+        self.pending_seeds = None if resumed else list(seeds or [])
         if resumed:  # asked, never told: the previous manager's running trials, which NNI reruns
             for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 self.study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
                 self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        else:
-            for seed in seeds or []:
-                self.study.enqueue_trial(seed, user_attrs={"seed": True})
-            self.study.set_user_attr("seeded", True)
         self.distributions: dict[str, Any] = {}
         self.trials: dict[int, Any] = {}
         _logger.info("tuner state %s: %d trials held, resumed: %s", state_file, len(self.study.trials), resumed)
@@ -169,13 +174,25 @@ class MultiObjectiveTuner(Tuner):
         return {params_key(t.params) for t in self.study.get_trials(deepcopy=False) if t.state != waiting}
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
+        if self.pending_seeds is not None:
+            for seed in self.pending_seeds:
+                self.study.enqueue_trial(seed, user_attrs={"seed": True}, skip_if_exists=True)
+            self.study.set_user_attr("seeded", True)
+            self.pending_seeds = None
         taken = self._taken()
         for _ in range(self.max_reask):
             trial = self.study.ask(self.distributions)
-            if trial.user_attrs.get("seed") or params_key(trial.params) not in taken:
+            if params_key(trial.params) not in taken:
                 break
-            trial.set_user_attr("duplicate", True)  # a policy already handed out: drop it, ask again
-            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            recorded = recorded_trial(self.study, trial.number, trial.params)
+            if recorded is not None:  # evaluated before: the sampler learns its record, NNI runs nothing
+                trial.set_user_attr(REPEAT_ATTR, recorded.number)
+                for name, violation in (recorded.constraints or {}).items():
+                    trial.set_constraint(name, violation)
+                self.study.tell(trial, list(recorded.values))
+            else:  # running now: drop it, ask again
+                trial.set_user_attr("duplicate", True)
+                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
         self.trials[parameter_id] = trial
         return dict(trial.params)
 
