@@ -90,10 +90,13 @@ def op_counts(path: str | os.PathLike, threads: int = 1) -> dict[str, int]:
     return counts
 
 
-def export_float(model: torch.nn.Module, example: torch.Tensor, path: Path, *, dynamic_size: bool = False) -> Path:
+def export_float(model: torch.nn.Module, example: torch.Tensor, path: Path, *, dynamic_size: bool = False,
+                 dynamic_batch: bool = False) -> Path:
     """The float model as a plain ONNX file (input ``input``, output ``output``): what a user hands
-    to ONNX Runtime's quantizer. ``dynamic_size`` makes batch, height and width symbolic."""
-    axes = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "oh", 3: "ow"}} if dynamic_size else None
+    to ONNX Runtime's quantizer. ``dynamic_size`` makes batch, height and width symbolic (an image
+    output), ``dynamic_batch`` the batch only."""
+    axes = ({"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "oh", 3: "ow"}} if dynamic_size
+            else {"input": {0: "n"}, "output": {0: "n"}} if dynamic_batch else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=ORT_OPSET,

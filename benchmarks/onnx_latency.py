@@ -2,8 +2,9 @@
 
 For each workload: the FP32 model, ONNX Runtime's ``quantize_static`` (QDQ, per channel, uint8
 activations, int8 weights, min-max calibration on the workload's calibration images, the same
-FP32 model: the anchor a user could pick instead of us) and our uniform policies (``--policies``,
-8-bit weights for both export targets) are exported, run on the workload's evaluation data in
+FP32 model: the anchor a user could pick instead of us) and our policies (``--policies``: uniform
+ones and W4A8 with 8-bit weights in the first and last layers; policies with 8-bit weights for
+both export targets) are exported, run on the workload's evaluation data in
 ONNX Runtime (the metric column is the ONNX file's, not the fake-quant model's) and timed in one
 interleaved run per input size and thread count, the variants taking turns. ``int8 convs``
 counts the layers ONNX Runtime's optimized graph runs as ``QLinearConv``. Speed-ups are FP32's
@@ -15,7 +16,7 @@ the issue's target: at 1 thread on a 270x480 frame, the pick at least as fast as
 ``quantize_static`` and at least 1.5x faster than FP32.
 
     python benchmarks/onnx_latency.py [--workloads sr-espcn-x2,...] [--sizes builtin,270x480]
-        [--threads 1,all] [--policies 8/8,7/8,6/8,4/8] [--rounds 10] [--repeats 2] [--warmup 3]
+        [--threads 1,all] [--policies 8/8,7/8,6/8,5/8,4/8,4/8:8] [--rounds 10] [--repeats 2] [--warmup 3]
 """
 
 from __future__ import annotations
@@ -72,14 +73,30 @@ def _onnx_metric(path: Path, workload: Any) -> float:
     return total / count
 
 
-def _variants(evaluator: Evaluator, policies: list[tuple[int, int]]) -> list[Variant]:
+def _policy(evaluator: Evaluator, spec: str) -> tuple[str, Policy]:
+    """``W/A`` (uniform) or ``W/A:E`` (uniform, the first and last layers at ``E``-bit weights)."""
+    bits, _, ends = spec.partition(":")
+    weight_bits, act_bits = (int(b) for b in bits.split("/"))
+    policy = Policy.uniform(evaluator.space, weight_bits, act_bits)
+    label = f"W{weight_bits}A{act_bits}"
+    if ends:
+        names = list(evaluator.space.names)
+        for name in (names[0], names[-1]):
+            policy.layers[name] = dataclasses.replace(policy.layers[name], weight_bits=int(ends))
+        label += f" ends W{ends}"
+    return label, policy
+
+
+def _variants(evaluator: Evaluator, policies: list[str]) -> list[Variant]:
     vnni = cpu_has_vnni()
     variants = [Variant(FP32, None, None, True), Variant(ORT, None, None, bool(vnni))]
-    for weight_bits, act_bits in policies:
-        for target in ("portable", "vnni") if weight_bits == 8 else ("portable",):
-            policy = dataclasses.replace(Policy.uniform(evaluator.space, weight_bits, act_bits), target=target)
-            label = f"ours W{weight_bits}A{act_bits}" + (f" {target}" if weight_bits == 8 else "")
-            variants.append(Variant(label, evaluator.quantize(policy), target, target == "portable" or bool(vnni)))
+    for spec in policies:
+        label, uniform = _policy(evaluator, spec)
+        eight = max(config.weight_bits for config in uniform.layers.values()) == 8
+        for target in ("portable", "vnni") if eight else ("portable",):
+            policy = dataclasses.replace(uniform, target=target)
+            variants.append(Variant(f"ours {label}" + (f" {target}" if eight else ""), evaluator.quantize(policy),
+                                    target, target == "portable" or bool(vnni)))
     return variants
 
 
@@ -172,7 +189,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="builtin,270x480", help="comma-separated: builtin (the workload's "
                         "example input) or HxW")
     parser.add_argument("--threads", default="1,all", help="comma-separated intra-op thread counts; all = every core")
-    parser.add_argument("--policies", default="8/8,7/8,6/8,5/8,4/8", help="our uniform W/A policies, comma-separated")
+    parser.add_argument("--policies", default="8/8,7/8,6/8,5/8,4/8,4/8:8",
+                        help="our policies, comma-separated: W/A uniform, W/A:E the same with E-bit weights in the "
+                        "first and last layers")
     parser.add_argument("--max-drop", type=float, default=0.1, help="the pick's largest metric drop from FP32")
     parser.add_argument("--rounds", type=int, default=10, help="turns the variants take")
     parser.add_argument("--repeats", type=int, default=2, help="runs of a variant in each turn")
@@ -180,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     args.sizes = [_size(s) for s in args.sizes.split(",")]
     args.threads = thread_counts(args.threads)
-    args.policies = [tuple(int(b) for b in p.split("/")) for p in args.policies.split(",")]
+    args.policies = args.policies.split(",")
     print(header(f"python benchmarks/onnx_latency.py: {args.rounds} rounds of {args.repeats} runs per variant "
                  f"after {args.warmup} warm-up runs; CPU VNNI: {cpu_has_vnni()}"))
     rows, verdicts = [], []
