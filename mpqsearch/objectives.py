@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
-import moocore
 import numpy as np
 from pydantic import BeforeValidator, ConfigDict, StrictStr, model_validator
 from pydantic.dataclasses import dataclass as schema
@@ -116,7 +115,9 @@ def check_directions(directions: Sequence[str]) -> list[bool]:
 
 def pareto_mask(values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
     """True for the points no other point dominates (duplicates of a front point all stay);
-    moocore's non-dominated filter."""
+    moocore's non-dominated filter (imported on use: the experiment file is read without it)."""
+    import moocore
+
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return np.zeros(0, dtype=bool)

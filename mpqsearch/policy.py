@@ -32,6 +32,7 @@ offending key or layer.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -193,6 +194,8 @@ class Policy:
         weights = data.get("weights")
         if weights is not None and (not isinstance(weights, str) or not weights):
             raise fail("weights", f"must be the path of a weights file, got {weights!r}")
+        if weights and (Path(weights).is_absolute() or ".." in Path(weights).parts):
+            raise fail("weights", f"must name a file in the policy's own directory (or below), got {weights!r}")
         return cls(layers, fingerprint, {str(k): float(v) for k, v in metrics.items()}, dict(provenance), input_bits,
                    target, Path(weights) if weights else None)
 
@@ -243,15 +246,19 @@ def _read_layer(key: str, settings: Any, fail: _Fail) -> LayerQuantConfig:
 def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
     """Write ``policy`` as YAML (layers in network order) and return the path.
 
-    Refined weights held in memory are written beside it (``policy.yaml`` -> ``policy.weights.pt``);
-    the file names its weights file relative to itself, so the two move together.
+    Refined weights are written beside it (``policy.yaml`` -> ``policy.weights.pt``) when held in
+    memory or kept outside its directory (copied): the file names its weights file relative to
+    itself and within its own directory, so the two move together.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = policy.weights
+    beside = path.with_name(path.stem + WEIGHTS_SUFFIX)
     if weights is not None and not isinstance(weights, Path):
-        weights = path.with_name(path.stem + WEIGHTS_SUFFIX)
+        weights = beside
         torch.save({key: value.detach().cpu() for key, value in policy.weights.items()}, weights)
+    elif weights is not None and not weights.resolve().is_relative_to(path.parent.resolve()):
+        weights = Path(shutil.copyfile(weights, beside))
     if weights is not None:
         policy = replace(policy, weights=Path(os.path.relpath(weights.resolve(), path.parent.resolve())))
     path.write_text(yaml.safe_dump(policy.to_dict(), sort_keys=False, default_flow_style=None, width=200))

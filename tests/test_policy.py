@@ -65,6 +65,10 @@ BAD = {
                                 r"bad.yaml: input_bits: bits must be 2..16 or 32, got 1"),
     "input_bits_wrong_type": (lambda d: d.update(input_bits="8"),
                               "bad.yaml: input_bits: bits must be an integer, got '8'"),
+    "weights_elsewhere": (lambda d: d.update(weights="../secrets/weights.pt"),
+                          "bad.yaml: weights: must name a file in the policy's own directory"),
+    "weights_absolute": (lambda d: d.update(weights="/etc/weights.pt"),
+                         "bad.yaml: weights: must name a file in the policy's own directory"),
 }
 
 

@@ -24,7 +24,8 @@ Example (every key but ``workload`` is optional; the defaults are the model fiel
     strategies:
       seed: [{name: gamma, args: {}}]
       prune: []
-    budget: {max_trials: 40, max_duration: 2h, concurrency: 1}
+    budget: {max_trials: 40, max_duration: 2h, concurrency: 1, trial_timeout: 1h}
+    nni_trials: warm                     # or cold: a new Python process per NNI trial (debugging)
     latency: {backend: lut, threads: 1, target: portable}  # target vnni: 8-bit weights for VNNI CPUs
     storage: null                        # optuna storage URL; default sqlite under the experiment dir
     port: 8080
@@ -46,7 +47,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import sqlalchemy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictStr, ValidationError
 
 from ..files import read_yaml
@@ -163,10 +163,16 @@ class Budget(_Section):
     max_duration: Annotated[str | None, BeforeValidator(_duration)] = None
     """``"30m"``, ``"2h"``, ``"1d"`` or seconds."""
     concurrency: PositiveInt = 1
+    trial_timeout: Annotated[str, BeforeValidator(_duration)] = "1h"
+    """A warm NNI trial whose worker gives no answer within it fails (the worker is killed)."""
 
     @property
     def max_seconds(self) -> float | None:
         return None if self.max_duration is None else parse_duration(self.max_duration)
+
+    @property
+    def trial_timeout_seconds(self) -> float:
+        return parse_duration(self.trial_timeout)
 
 
 class LatencyConfig(_Section):
@@ -192,6 +198,8 @@ class ExperimentConfig(_Section):
     sampler: Named = Algorithm(name="NSGAII")
     strategies: Strategies = Strategies()
     budget: Budget = Budget()
+    nni_trials: Literal["warm", "cold"] = "warm"
+    """NNI trials handed to warm workers, or each evaluated in its own new process."""
     latency: LatencyConfig = LatencyConfig()
     storage: StrictStr | None = None
     port: PositiveInt = Field(8080, le=65535)
@@ -224,6 +232,8 @@ def redact_url(url: str) -> str:
     and saving: passwords are never shown or written in clear. Anything else is returned as is."""
     if "://" not in url:
         return url
+    import sqlalchemy  # on use: the command line starts without it
+
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:

@@ -81,6 +81,13 @@ class WeightFakeQuant(nn.Module):
         return fake_quantize(weight, self.scale, self.bits, True, self.axis if self.per_channel else None,
                              qmax=self.qmax)
 
+    def levels(self, weight: torch.Tensor) -> torch.Tensor:
+        """The integer levels of ``weight`` (what :meth:`forward` multiplies by the scale), as floats."""
+        scale = self.scale.to(torch.float32)
+        if self.per_channel:
+            scale = scale.reshape([-1 if d == self.axis % weight.dim() else 1 for d in range(weight.dim())])
+        return (weight.detach() * (1.0 / scale)).round_().clamp_(-self.qmax, self.qmax)
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}, qmax={self.qmax}, per_channel={self.per_channel}, axis={self.axis}"
 
@@ -99,8 +106,11 @@ class BiasFakeQuant(nn.Module):
         self.register_buffer("scale", bias_grid(bias, input_scale, weight_scale, narrow)[1].clone())
 
     def forward(self, bias: torch.Tensor) -> torch.Tensor:
-        levels = torch.round(bias / self.scale).clamp(INT32_MIN, INT32_MAX)
-        return levels * self.scale + (bias - bias.detach())  # exactly the grid value; gradient 1
+        return self.levels(bias) * self.scale + (bias - bias.detach())  # exactly the grid value; gradient 1
+
+    def levels(self, bias: torch.Tensor) -> torch.Tensor:
+        """The int32 levels of ``bias``, as floats."""
+        return torch.round(bias.detach() / self.scale).clamp(INT32_MIN, INT32_MAX)
 
 
 class ActFakeQuant(nn.Module):

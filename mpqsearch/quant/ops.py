@@ -67,7 +67,7 @@ def _clamp_min(node: fx.Node) -> float:
     return float(low) if isinstance(low, (int, float)) else float("-inf")
 
 
-def _step_kind(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+def step_kind(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     """One chain op's place in :attr:`ActivationSite.chain`."""
     if node.op == "call_module":
         module = modules[node.target]
@@ -91,7 +91,7 @@ def site_of(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, bool
         if not passes or user.args[0] is not end:
             break
         end, unsigned = user, nonneg
-        kind = max(kind, _step_kind(user, modules), key=CHAIN_KINDS.index)
+        kind = max(kind, step_kind(user, modules), key=CHAIN_KINDS.index)
     return end, unsigned, kind
 
 

@@ -73,7 +73,7 @@ def warn_without_vnni(target: str, what: str) -> None:
                       NoVNNIWarning, stacklevel=3)
 
 
-def _broadcast(scale: torch.Tensor, dims: int, axis: int | None) -> torch.Tensor:
+def broadcast(scale: torch.Tensor, dims: int, axis: int | None) -> torch.Tensor:
     if axis is None:
         return scale
     shape = [1] * dims
@@ -126,8 +126,8 @@ class Dequantize(torch.autograd.Function):
                 zero_point: torch.Tensor | None = None) -> torch.Tensor:
         values = levels.to(torch.float32)
         if zero_point is not None:
-            values = values - _broadcast(zero_point.to(torch.float32), levels.dim(), axis)
-        return values * _broadcast(scale, levels.dim(), axis)
+            values = values - broadcast(zero_point.to(torch.float32), levels.dim(), axis)
+        return values * broadcast(scale, levels.dim(), axis)
 
     @staticmethod
     def symbolic(g: Any, levels: Any, scale: Any, axis: int | None, zero_point: Any = None) -> Any:
@@ -187,7 +187,7 @@ def dequantized_weight(weight: torch.Tensor, quantizer: WeightFakeQuant, target:
     axis = quantizer.axis if quantizer.per_channel else None
     scale = quantizer.scale.detach().to(torch.float32)
     scale = scale.reshape(-1) if axis is not None else scale.reshape(())
-    levels = torch.round(weight.detach() / _broadcast(scale, weight.dim(), axis))
+    levels = torch.round(weight.detach() / broadcast(scale, weight.dim(), axis))
     if levels.abs().max() > quantizer.qmax:
         raise ValueError(f"weight levels exceed the {quantizer.bits}-bit range")
     dtype, zero = weight_container(quantizer.bits, target, quantizer.qmax)

@@ -24,6 +24,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
+from . import exact
 from .functional import weight_qmax
 from .graph import GraphAnalysis, analyze, quantizable_layers
 from .modules import ActFakeQuant, BiasFakeQuant, SameGridQuant, WeightFakeQuant, weight_channel_axis, weight_scale
@@ -297,6 +298,8 @@ def quantize_model(
         weight_quantizer = WeightFakeQuant(layer.weight, config, axis, scale, qmax)
         parametrize.register_parametrization(layer, "weight", weight_quantizer)
         _quantize_bias(layer, weight_quantizer, quantizers.get(analysis.reads.get(name) or ""))
+    if analysis.traced:
+        exact.install(prepared)
     return prepared
 
 

@@ -44,6 +44,7 @@ def _nni_trials(run_dir, experiment_id):
     return metrics, events
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuner", [{"name": "TPE", "args": {"seed": 0}},
                                    {"name": "MultiObjective", "args": {"sampler": "NSGAII", "seed": 0}}])
 def test_real_nni_experiment_with_seeds_first_on_loopback_only(experiment_file, tmp_path, tuner):
@@ -82,6 +83,7 @@ def test_real_nni_experiment_with_seeds_first_on_loopback_only(experiment_file, 
     assert nnictl_config.trial_command.endswith(f"{run_dir}") and nnictl_config.max_trial_number == 4
 
 
+@pytest.mark.slow
 def test_a_failing_nni_trial_does_not_stop_the_search(experiment_file, tmp_path, monkeypatch):
     monkeypatch.setenv("MPQSEARCH_TEST_FAIL_CLAIM", str(tmp_path / "claim"))
     path = experiment_file(driver="nni", workload="failing_workload:failing_once", port=PORT,

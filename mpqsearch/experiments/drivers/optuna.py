@@ -322,28 +322,26 @@ class OptunaDriver(Driver):
         return time.time() + self.config.budget.max_seconds if self.config.budget.max_seconds else None
 
     def _run(self, setup: ExperimentSetup, study: optuna.Study, progress: Progress) -> None:
-        """Run the workers until the budget is spent, showing progress as the study grows."""
+        """Run ``budget.concurrency`` workers until the budget is spent, showing progress as the
+        study grows. The launcher is the first worker: it starts trials at once, with the setup
+        it has warmed, while the other workers start (import torch, read the cache) beside it."""
         setup.record(self.run_dir)
         deadline = self._deadline()
         workers = self.config.budget.concurrency
         threads = max(1, (os.cpu_count() or 1) // workers)
-        stop_file = self.run_dir / STOP_FILE
-        if workers == 1:
-            setup.evaluator.threads = threads
-            run_trials(setup, study, deadline, stop_file, lambda: progress.show(self.counts()))
-            progress.show(self.counts())
-            return
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_entry, daemon=False,
                                      args=(str(self.run_dir), self.experiment_id, self.url, i, threads, deadline,
                                            os.getpid()))
-                     for i in range(workers)]
+                     for i in range(1, workers)]
         for process in processes:
             process.start()
         try:
-            while any(p.is_alive() for p in processes):
+            setup.evaluator.threads = threads
+            run_trials(setup, study, deadline, self.run_dir / STOP_FILE, lambda: progress.show(self.counts()))
+            while any(p.is_alive() for p in processes):  # the others finish their last trial
                 progress.show(self.counts())
-                time.sleep(1.0)
+                time.sleep(0.5)
         finally:
             for process in processes:
                 process.join()
