@@ -12,7 +12,7 @@ and worst relative error ``|estimate - measured| / measured``, and the targets (
 Spearman >= 0.9, median error <= 10 %).
 
     python benchmarks/lut_accuracy.py [--workloads sr-espcn-x2,...] [--policies 30] [--seed 0]
-        [--threads 1] [--rounds 10] [--repeats 2] [--warmup 2] [--table-repeats 30] [--verbose]
+        [--threads 1] [--rounds 10] [--repeats 2] [--warmup 2] [--table-repeats 30] [--verbose] [--quick]
 """
 
 from __future__ import annotations
@@ -114,7 +114,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--table-repeats", type=int, default=30, help="the table's own timed runs per entry")
     parser.add_argument("--verbose", action="store_true", help="also print every policy")
+    parser.add_argument("--quick", action="store_true", help="sr-espcn-x2, 4 policies, one run each (a smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.workloads, args.policies, args.rounds, args.repeats, args.warmup = "sr-espcn-x2", 4, 1, 1, 0
+        args.table_repeats = 2
     print(header(f"python benchmarks/lut_accuracy.py: {args.policies} random policies per workload, seed {args.seed}, "
                  f"{args.threads} thread(s), {args.rounds} rounds of {args.repeats} runs each"))
     summaries, details = [], []

@@ -16,7 +16,7 @@ the issue's target: at 1 thread on a 270x480 frame, the pick at least as fast as
 ``quantize_static`` and at least 1.5x faster than FP32.
 
     python benchmarks/onnx_latency.py [--workloads sr-espcn-x2,...] [--sizes builtin,270x480]
-        [--threads 1,all] [--policies 8/8,7/8,6/8,5/8,4/8,4/8:8] [--rounds 10] [--repeats 2] [--warmup 3]
+        [--threads 1,all] [--policies 8/8,7/8,6/8,5/8,4/8,4/8:8] [--rounds 10] [--repeats 2] [--warmup 3] [--quick]
 """
 
 from __future__ import annotations
@@ -196,7 +196,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="turns the variants take")
     parser.add_argument("--repeats", type=int, default=2, help="runs of a variant in each turn")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="sr-espcn-x2 at 96x96 and 24x32, 1 thread, W8A8 and "
+                        "W4A8 ends W8, one run each (a smoke test: no timing worth reading)")
     args = parser.parse_args()
+    if args.quick:
+        args.workloads, args.sizes, args.threads, args.policies = "sr-espcn-x2", "builtin,24x32", "1", "8/8,4/8:8"
+        args.rounds, args.repeats, args.warmup = 1, 1, 0
     args.sizes = [_size(s) for s in args.sizes.split(",")]
     args.threads = thread_counts(args.threads)
     args.policies = args.policies.split(",")
