@@ -224,3 +224,16 @@ def test_an_unreadable_table_is_measured_again(counted, request_for, tmp_path):
     result = backend.measure(request)
     assert result.method == "lookup-table" and counted
     assert json.loads(path.read_text())["layers"]
+
+
+def test_a_vnni_space_timed_as_portable_files_gets_its_u8u8_entries_before_the_search(counted, request_for,
+                                                                                       tmp_path):
+    request = request_for(8, 8)
+    space = SearchSpace.from_model(request.model, request.example_input, target="vnni")
+    backend = LookupTableBackend(cache_dir=tmp_path, target="portable", **FAST)
+    backend.prepare(request.model, request.example_input, space)
+    assert {f"{n}|u8u8" for n in LAYERS} <= set(counted)
+    measured = len(counted)
+    policy = Policy.uniform(space, 8, 8)
+    backend.measure(LatencyRequest(request.model, None, request.example_input, space, policy))
+    assert len(counted) == measured

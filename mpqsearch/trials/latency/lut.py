@@ -305,16 +305,20 @@ class LookupTableBackend(TimedBackend):
 
     def prepare(self, model: nn.Module, example_input: Any, space: SearchSpace) -> None:
         """Measure the table before the search: every layer at every base kind and the
-        calibration graphs, in one session. A cached table is kept unless it was measured under
-        load or unstable (``provisional``); then it is measured again and the better kept."""
+        calibration graphs, in one session, and ``u8u8`` too when the space's policies are made
+        for ``vnni`` and this backend estimates ``portable`` files. A cached table is kept unless
+        it was measured under load or unstable (``provisional``); then it is measured again and
+        the better kept."""
         seen = self._model(model, example_input)
         table = self._table(seen)
-        if self._complete(seen, table) and not table.get("conditions", {}).get("provisional", True):
-            return
-        fresh = self._measure_base(seen)
-        if self._complete(seen, table) and not _preferable(fresh, table):
-            fresh = table
-        self._save(seen, fresh)
+        if not self._complete(seen, table) or table.get("conditions", {}).get("provisional", True):
+            fresh = self._measure_base(seen)
+            if self._complete(seen, table) and not _preferable(fresh, table):
+                fresh = table
+            self._save(seen, fresh)
+        if self.target == "portable" and getattr(space, "target", None) == "vnni":
+            # the space's full-range 8-bit weights in a portable file: u8u8, measured now too
+            self._fill(seen, {(name, "u8u8") for name in seen.plans})
 
     def isolation(self, locked: bool) -> str:
         return "table"
