@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -48,13 +46,11 @@ def test_real_models_runs_or_says_torchvision_is_missing():
         assert "| squeezenet1_1 |" in out and "ONNX vs fake-quant, min cosine" in out
 
 
-@pytest.mark.slow
 def test_uniform_baselines_runs():
     out = run("uniform_baselines.py", "--workloads", "example", "--repeats", "2")
     assert "example" in out
 
 
-@pytest.mark.slow
 def test_trial_cost_runs():
     out = run("trial_cost.py", "--workloads", "example", "--repeats", "1", "--threads", "1")
     assert "example" in out
