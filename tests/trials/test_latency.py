@@ -13,14 +13,14 @@ from mpqsearch.trials.latency import (
     LatencyRequest,
     LatencyResult,
     LookupTableBackend,
-    Timing,
     backend_options,
     compare_with_end_to_end,
     get_latency_backend,
     latency_backend_names,
-    lut,
+    lut_measure,
 )
-from mpqsearch.trials.latency.lut import execution_kind, plan_layers
+from mpqsearch.trials.latency.lut import BASE_KINDS, execution_kind, plan_layers
+from mpqsearch.trials.latency.lut_measure import GRAPHS
 
 FAST = {"repeats": 3, "warmup": 1}
 
@@ -38,13 +38,14 @@ def request_for(example_model, example_input, calib_data):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Replace the lookup table's timer by a counter returning a fixed timing per file name."""
+    """Replace the lookup table's interleaved timer by a counter returning a fixed time per file
+    key (its length in milliseconds), with no spread."""
     calls = []
 
-    def fake_time_onnx(path, example_input, *, threads, warmup, repeats):
-        calls.append(path.name)
-        return Timing(float(len(path.stem)), 0.5, repeats)  # deterministic, name-dependent
-    monkeypatch.setattr(lut, "time_onnx", fake_time_onnx)
+    def fake_time_interleaved(files, *, threads, warmup, runs, rounds):
+        calls.extend(files)
+        return {key: [float(len(key))] * (runs * rounds) for key in files}
+    monkeypatch.setattr(lut_measure, "time_interleaved", fake_time_interleaved)
     return calls
 
 
@@ -100,7 +101,9 @@ def test_execution_kinds():
     assert execution_kind(8, 8, 8, "portable", "vnni") == execution_kind(8, 4, 6, "portable", "vnni") == "u8u8"
     assert execution_kind(7, 8, 8) == execution_kind(2, 4, 6) == "u8s8"
     assert execution_kind(8, 16, 8) == execution_kind(16, 12, 9) == "int16"
-    assert execution_kind(32, 8, 8) == execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == "float"
+    assert execution_kind(32, 8, 8) == execution_kind(32, 32, 32) == "float"
+    # quantized weights next to a float tensor: a float kernel on dequantized weights
+    assert execution_kind(8, 32, 8) == execution_kind(8, 8, 32) == execution_kind(16, 32, 16) == "dqw"
     assert execution_kind(8, 8, 8, "vnni") == execution_kind(7, 8, 8, "vnni") == "u8s8"  # int8 8-bit weights
 
 
@@ -136,33 +139,67 @@ def test_layer_plans_follow_the_quantized_tensors(example_model, example_input):
     policy.layers["stem"] = policy.layers["stem"].__class__(8, 16)  # the add follows stem's group
     assert plans["stem"].kind(policy) == plans["branch_a"].kind(policy) == "int16"
     policy.input_bits = 32
-    assert plans["stem"].kind(policy) == "float"
+    assert plans["stem"].kind(policy) == "dqw"  # 8-bit weights reading a float input
 
 
-def test_lookup_table_sums_its_entries(counted, request_for, tmp_path):
+LAYERS = ("stem", "block.conv", "block.depthwise", "branch_a", "branch_b", "up", "head")
+
+
+def test_lookup_table_gives_its_calibration_graphs_exactly(counted, request_for, tmp_path):
     backend = LookupTableBackend(cache_dir=tmp_path, **FAST)
     fp32 = backend.measure(request_for(32, 32))
     table = json.loads(backend.table_path(request_for().model, request_for().example_input).read_text())
-    assert fp32.median_ms == pytest.approx(table["end_to_end_fp32"]["median_ms"])  # the constant's definition
+    graphs = {name: entry["median_ms"] for name, entry in table["graphs"].items()}
     assert (fp32.backend, fp32.method) == ("lut", "lookup-table")
-    w8a8 = backend.measure(request_for(8, 8))
-    entries = table["layers"]
-    # every layer switches from its float to its u8u8 entry
-    delta = sum(len(f"{n}-u8u8") - len(f"{n}-float") for n in ("stem", "block.conv", "block.depthwise", "branch_a",
-                                                                   "branch_b", "up", "head"))
-    assert w8a8.median_ms == pytest.approx(fp32.median_ms + delta)
-    assert "int16" not in entries["stem"]  # measured on demand only
+    # a uniform policy of a calibration graph's kind is that graph's time (the constants' definition)
+    assert fp32.median_ms == pytest.approx(graphs["float"])
+    assert backend.measure(request_for(7, 8)).median_ms == pytest.approx(graphs["u8s8"])
+    assert backend.measure(request_for(16, 16)).median_ms == pytest.approx(graphs["int16"])
+    # narrower activations add the narrow graph's per-tensor cost, spread over the layers' outputs
+    assert backend.measure(request_for(7, 6)).median_ms == pytest.approx(graphs["narrow"])
+    assert set(table["layers"]) == set(LAYERS) and all(set(e) == set(BASE_KINDS) for e in table["layers"].values())
+    assert table["conditions"]["drift"] == 0 and "load_before" in table["conditions"]
 
 
-def test_lookup_table_round_trips_through_its_file(counted, request_for, tmp_path):
+def test_lookup_table_measures_every_kind_before_the_search(counted, request_for, tmp_path):
     request = request_for(4, 8)
+    backend = LookupTableBackend(cache_dir=tmp_path, **FAST)
+    backend.prepare(request.model, request.example_input, request.space)
+    measured = set(counted)
+    assert measured == {f"{n}|{k}" for n in LAYERS for k in BASE_KINDS} | {f"graph|{g}" for g in GRAPHS}
+    for bits in [(4, 8), (8, 16), (32, 32), (8, 32), (2, 4)]:
+        backend.measure(request_for(*bits))
+    assert set(counted) == measured  # nothing measured inside a trial
+
+
+def test_lookup_table_round_trips_through_its_file(counted, request_for, tmp_path, monkeypatch):
+    request = request_for(4, 8)
+    monkeypatch.setattr(lut_measure, "load_average", lambda: 0.0)  # a quiet machine: the table is settled
     first = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
     measured = len(counted)
-    assert measured == 7 + 7 + 1  # every layer in float and in u8s8, the FP32 model end to end
-    second = LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request)
-    assert len(counted) == measured and second == first
-    LookupTableBackend(cache_dir=tmp_path, **FAST).measure(request_for(8, 16))
-    assert len(counted) == measured + 7  # only the new int16 entries
+    assert measured == len(LAYERS) * len(BASE_KINDS) + len(GRAPHS)
+    again = LookupTableBackend(cache_dir=tmp_path, **FAST)
+    again.prepare(request.model, request.example_input, request.space)  # settled: not measured again
+    assert len(counted) == measured and again.measure(request) == first
+    vnni = request_for(8, 8)
+    vnni.policy.target = "vnni"
+    LookupTableBackend(cache_dir=tmp_path, target="portable", **FAST).measure(vnni)
+    assert len(counted) == measured + len(LAYERS)  # only the u8u8 entries, on demand
+
+
+def test_a_table_measured_under_load_is_measured_again_before_the_next_search(counted, request_for, tmp_path,
+                                                                           monkeypatch):
+    request = request_for(4, 8)
+    monkeypatch.setattr(lut_measure, "load_average", lambda: 100.0)
+    backend = LookupTableBackend(cache_dir=tmp_path, **FAST)
+    backend.prepare(request.model, request.example_input, request.space)
+    assert backend.conditions(request.model, request.example_input)["provisional"]
+    measured = len(counted)
+    monkeypatch.setattr(lut_measure, "load_average", lambda: 0.0)
+    fresh = LookupTableBackend(cache_dir=tmp_path, **FAST)
+    fresh.prepare(request.model, request.example_input, request.space)
+    assert len(counted) == 2 * measured
+    assert not fresh.conditions(request.model, request.example_input)["provisional"]
 
 
 def test_lookup_table_key_depends_on_threads(request_for, tmp_path):
@@ -187,3 +224,16 @@ def test_an_unreadable_table_is_measured_again(counted, request_for, tmp_path):
     result = backend.measure(request)
     assert result.method == "lookup-table" and counted
     assert json.loads(path.read_text())["layers"]
+
+
+def test_a_vnni_space_timed_as_portable_files_gets_its_u8u8_entries_before_the_search(counted, request_for,
+                                                                                       tmp_path):
+    request = request_for(8, 8)
+    space = SearchSpace.from_model(request.model, request.example_input, target="vnni")
+    backend = LookupTableBackend(cache_dir=tmp_path, target="portable", **FAST)
+    backend.prepare(request.model, request.example_input, space)
+    assert {f"{n}|u8u8" for n in LAYERS} <= set(counted)
+    measured = len(counted)
+    policy = Policy.uniform(space, 8, 8)
+    backend.measure(LatencyRequest(request.model, None, request.example_input, space, policy))
+    assert len(counted) == measured

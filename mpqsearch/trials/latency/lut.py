@@ -1,21 +1,23 @@
-"""HAQ-style latency lookup table: each layer timed alone once per execution kind, summed per policy.
+"""HAQ-style latency lookup table: per-layer entries per execution kind, corrected by constants
+measured inside whole quantized graphs, summed per policy.
 
 A layer's kind (:data:`KINDS`: ``u8s8``, ``u8u8``, ``int16``, ``float``) is how ONNX Runtime runs
 it in the exported file, decided by its weight bits, the bits of the tensor it reads and its own
-activation bits, and the export target (:func:`execution_kind`); the table follows the export:
-every layer between tensors of 8 bits or fewer runs in an int8 kernel. What no layer entry sees is
-one measured constant (FP32 end to end minus the FP32 sum). docs/latency.md says how entries are
-measured, what the table misses, and how tables are keyed and cached.
+activation bits, and the export target (:func:`execution_kind`). Each (layer, kind) is timed as a
+one-layer model; what no layer entry sees (activations, joins, pixel shuffles, layouts, Q/DQ) is
+taken from whole-model graphs (:data:`~.lut_measure.GRAPHS`) timed in the same interleaved
+session, so that every uniform policy of those graphs is estimated exactly. The table is built
+before a search (``prepare``), records the load it was measured under, and a table measured
+under load or unstable is measured again before the next search. docs/latency.md says how and
+what was measured.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,36 +25,43 @@ from typing import Any
 import onnxruntime
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ...files import write_atomic
 from ...policy import Policy
-from ...quant.export import Dequantize, Quantize, check_target, container, dequantized_weight, export_onnx, write_onnx
+from ...quant.export import check_target
 from ...quant.graph import MODEL_INPUT, quantizable_layers
-from ...quant.modules import WeightFakeQuant, weight_channel_axis
 from ...quant.qdq import warn_without_vnni
-from ...quant.spec import FLOAT_BITS, LayerQuantConfig
+from ...quant.spec import FLOAT_BITS
 from ...quant.transform import calibrate, prepare
 from ...search_spaces import SearchSpace
 from .base import LatencyRequest, LatencyResult, TimedBackend, Timing, register_latency_backend
-from .ort import OnnxRuntimeBackend, time_onnx
+from .lut_measure import GRAPHS, KIND_BITS, Session, graph_builder, measure, one_layer_builder, one_layer_model
+from .ort import OnnxRuntimeBackend
 
-KIND_BITS = {"u8s8": (7, 8), "u8u8": (8, 8), "int16": (16, 16)}
-"""The weight and activation bits each integer kind is measured at."""
-KINDS = (*KIND_BITS, "float")
+__all__ = ["KINDS", "KIND_BITS", "LayerPlan", "LookupTableBackend", "compare_with_end_to_end", "execution_kind",
+           "machine", "one_layer_model", "plan_layers"]
+
+KINDS = (*KIND_BITS, "dqw", "float")
+BASE_KINDS = ("u8s8", "int16", "dqw", "float")
+"""Kinds every layer is measured at before a search; ``u8u8`` (a ``vnni`` policy in a
+``portable`` file) only when a policy needs it."""
 DEFAULT_CACHE_DIR = Path("~/.cache/mpqsearch/latency")
-TABLE_VERSION = 2
-"""2: 8-bit weights are measured apart from narrower ones (``u8u8``, ``u8s8``)."""
+TABLE_VERSION = 3
+"""3: whole-graph constants per kind, per-tensor costs, measuring conditions."""
 
 
 def execution_kind(weight_bits: int, input_bits: int, output_bits: int, target: str = "portable",
                    policy_target: str = "portable") -> str:
     """One of :data:`KINDS`: how ONNX Runtime runs a layer of a policy made for ``policy_target``
     in a file exported for ``target`` (:func:`~mpqsearch.quant.export.weight_container`): u8u8
-    only for full-range 8-bit weights (made for ``vnni``) exported for ``portable``."""
+    only for full-range 8-bit weights (made for ``vnni``) exported for ``portable``; ``dqw``, a
+    float kernel on dequantized weights, when the weights are quantized but the tensor read or
+    written is float (ONNX Runtime's NCHWc layout then does not apply: slower than ``float``)."""
     bits = (weight_bits, input_bits, output_bits)
-    if FLOAT_BITS in bits:
+    if weight_bits == FLOAT_BITS:
         return "float"
+    if FLOAT_BITS in bits:
+        return "dqw"
     if max(bits) > 8:
         return "int16"
     return "u8u8" if weight_bits == 8 and target == "portable" and policy_target == "vnni" else "u8s8"
@@ -69,6 +78,8 @@ class LayerPlan:
     """Whose bits quantize the tensor this layer reads: a layer (its activation, or the add or
     concat of its tied group), :data:`~mpqsearch.quant.graph.MODEL_INPUT` (``input_bits``), or
     ``None`` (an unquantized tensor)."""
+    output_numel: int = 0
+    """Elements of the layer's output, all calls together: its share of the per-tensor costs."""
 
     def kind(self, policy: Policy, target: str | None = None) -> str:
         """The layer's kind under ``policy`` in a file exported for ``target`` (default: the
@@ -87,14 +98,16 @@ def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPl
     layers = quantizable_layers(model)
     shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
+    outputs: dict[str, int] = {}
 
     def record(name: str) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             shapes.setdefault(name, tuple(args[0].shape))
             calls[name] = calls.get(name, 0) + 1
+            outputs[name] = outputs.get(name, 0) + (output.numel() if isinstance(output, torch.Tensor) else 0)
         return hook
 
-    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    handles = [layer.register_forward_hook(record(name)) for name, layer in layers.items()]
     try:
         calibrate(model, [example_input])
     finally:
@@ -102,48 +115,10 @@ def plan_layers(model: nn.Module, example_input: Any) -> tuple[dict[str, LayerPl
             handle.remove()
     analysis = prepare(model).analysis
     sources = {name: analysis.act_source(key) for name, key in analysis.reads.items() if key is not None}
-    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name)) for name, shape in shapes.items()}
+    plans = {name: LayerPlan(name, shape, calls[name], sources.get(name), outputs[name])
+             for name, shape in shapes.items()}
     structure = analysis.graph_module.code if analysis.traced else repr(model)
     return plans, structure
-
-
-class _QuantizedLayer(nn.Module):
-    """One layer as ONNX Runtime runs it at ``weight_bits`` and ``act_bits``: integer levels in,
-    integer levels out.
-
-    8-bit levels are uint8 whatever their sign: ONNX Runtime on x86 runs int8 activations as
-    uint8 (it rewrites int8 Q/DQ pairs) and does not fuse a convolution on an int8 graph input.
-    """
-
-    def __init__(self, layer: nn.Module, weight_bits: int, act_bits: int, example: torch.Tensor) -> None:
-        super().__init__()
-        self.bits, self.signed = act_bits, act_bits > 8
-        config = LayerQuantConfig(weight_bits, act_bits, weight_clipping="max")
-        quantizer = WeightFakeQuant(layer.weight, config, weight_channel_axis(layer))
-        with torch.no_grad():
-            levels = dequantized_weight(quantizer(layer.weight), quantizer)
-            parametrize.register_parametrization(layer, "weight", levels)
-            self.layer = layer
-            qmax = 2 ** (act_bits - 1) - 1
-            self.register_buffer("input_scale", example.abs().max() / qmax)
-            self.register_buffer("output_scale", layer(example).abs().max() / qmax)
-
-    def forward(self, levels: torch.Tensor) -> torch.Tensor:
-        x = Dequantize.apply(levels, self.input_scale, None)
-        return Quantize.apply(self.layer(x), self.output_scale, self.bits, self.signed)
-
-
-def one_layer_model(layer: nn.Module, plan: LayerPlan, kind: str) -> tuple[nn.Module, torch.Tensor]:
-    """``layer`` alone, as ONNX Runtime runs it at ``kind``, and an input for it."""
-    layer = copy.deepcopy(layer).eval()
-    example = torch.randn(plan.input_shape, generator=torch.Generator().manual_seed(0))
-    if kind == "float":
-        return layer, example
-    module = _QuantizedLayer(layer, *KIND_BITS[kind], example)
-    dtype = container(module.bits, module.signed)[0]
-    info = torch.iinfo(dtype)
-    levels = torch.randint(info.min, info.max + 1, plan.input_shape, generator=torch.Generator().manual_seed(0))
-    return module, levels.to(dtype)
 
 
 def machine() -> dict[str, str]:
@@ -167,6 +142,16 @@ def _read_table(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return stored if isinstance(stored, dict) and stored.get("key") == key else None
+
+
+def _preferable(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether table ``a``'s base measurement is to be kept rather than ``b``'s: a settled one
+    over a provisional one, then the one measured under the lower load."""
+    ca, cb = a.get("conditions", {}), b.get("conditions", {})
+    if ca.get("provisional", True) != cb.get("provisional", True):
+        return not ca.get("provisional", True)
+    load_a, load_b = ca.get("load_before"), cb.get("load_before")
+    return (load_a if load_a is not None else float("inf")) <= (load_b if load_b is not None else float("inf"))
 
 
 @dataclass
@@ -217,64 +202,123 @@ class LookupTableBackend(TimedBackend):
         """The file holding ``model``'s table on this machine with this thread count."""
         return self._model(model, example_input).path
 
+    def conditions(self, model: nn.Module, example_input: Any) -> dict[str, Any]:
+        """How ``model``'s table was measured (load, cores, drift, ``provisional``); empty before."""
+        return dict(self._table(self._model(model, example_input)).get("conditions", {}))
+
     def _table(self, seen: _Model) -> dict[str, Any]:
         if seen.path not in self._tables:
             self._tables[seen.path] = _read_table(seen.path, seen.key) or {"key": seen.key, "layers": {}}
         return self._tables[seen.path]
 
-    def _save(self, seen: _Model, table: dict[str, Any]) -> None:
-        """Merge with what another process may have written meanwhile, then write atomically."""
+    @staticmethod
+    def _complete(seen: _Model, table: dict[str, Any]) -> bool:
+        """Whether ``table`` holds the base kinds of every layer and every calibration graph."""
+        layers = table.get("layers", {})
+        return (all(kind in layers.get(name, {}) for name in seen.plans for kind in BASE_KINDS)
+                and set(GRAPHS) <= set(table.get("graphs", {})))
+
+    def _save(self, seen: _Model, table: dict[str, Any]) -> dict[str, Any]:
+        """Write ``table``, or keep what another process wrote meanwhile if that is preferable;
+        on-demand entries of either are merged. Returns the table kept."""
         stored = _read_table(seen.path, seen.key)
-        if stored is not None:
-            for layer, entries in stored.get("layers", {}).items():
-                mine = table["layers"].setdefault(layer, {})
-                mine.update({kind: entry for kind, entry in entries.items() if kind not in mine})
-            table.setdefault("end_to_end_fp32", stored.get("end_to_end_fp32"))
+        if stored is not None and stored is not table and self._complete(seen, stored) \
+                and (not self._complete(seen, table) or _preferable(stored, table)):
+            table, extra = stored, table
+        else:
+            extra = stored or {}
+        for layer, entries in extra.get("layers", {}).items():
+            mine = table["layers"].setdefault(layer, {})
+            mine.update({kind: entry for kind, entry in entries.items() if kind not in mine})
         write_atomic(seen.path, lambda handle: json.dump(table, handle, indent=1, sort_keys=True))
+        self._tables[seen.path] = table
+        return table
 
-    def _measure(self, path: Path, example: Any) -> dict[str, Any]:
-        timing = time_onnx(path, example, threads=self.threads, warmup=self.warmup, repeats=self.repeats)
-        return {"median_ms": timing.median_ms, "iqr_ms": timing.iqr_ms, "runs": timing.runs}
-
-    def _fill(self, seen: _Model, wanted: set[tuple[str, str]]) -> dict[str, Any]:
-        """Measure the wanted (layer, kind) entries and the FP32 end-to-end time the table lacks."""
-        table = self._table(seen)
-        missing = sorted((layer, kind) for layer, kind in wanted if kind not in table["layers"].get(layer, {}))
-        if not missing and table.get("end_to_end_fp32"):
-            return table
+    def _session(self, seen: _Model, wanted: list[tuple[str, str]], graphs: list[str]) -> Session:
         layers = quantizable_layers(seen.module)
-        with tempfile.TemporaryDirectory(prefix="mpqsearch-lut-") as tmp:
-            for layer, kind in missing:
-                module, example = one_layer_model(layers[layer], seen.plans[layer], kind)
-                path = write_onnx(module, example, Path(tmp) / f"{layer}-{kind}.onnx")
-                table["layers"].setdefault(layer, {})[kind] = self._measure(path, example)
-            if not table.get("end_to_end_fp32"):
-                path = export_onnx(seen.module, seen.example_input, Path(tmp) / "fp32.onnx")
-                table["end_to_end_fp32"] = self._measure(path, seen.example_input)
-        self._save(seen, table)
+        builders = {f"{layer}|{kind}": one_layer_builder(layers[layer], seen.plans[layer].input_shape,
+                                                                      kind, layer)
+                    for layer, kind in wanted}
+        names = list(seen.plans)
+        builders |= {f"graph|{graph}": graph_builder(seen.module, seen.example_input, names, graph,
+                                                                  "portable")
+                     for graph in graphs}
+        return measure(builders, threads=self.threads, warmup=self.warmup, repeats=self.repeats,
+                                   stable_keys=[f"graph|{graph}" for graph in graphs])
+
+    def _measure_base(self, seen: _Model) -> dict[str, Any]:
+        """A fresh table: every layer at every base kind and every calibration graph, one session."""
+        wanted = [(name, kind) for name in seen.plans for kind in BASE_KINDS]
+        session = self._session(seen, wanted, list(GRAPHS))
+        table: dict[str, Any] = {"key": seen.key, "layers": {}, "graphs": {}, "conditions": session.conditions}
+        for key, entry in session.entries.items():
+            owner, kind = key.split("|")
+            if owner == "graph":
+                table["graphs"][kind] = entry
+            else:
+                table["layers"].setdefault(owner, {})[kind] = entry
+        return table
+
+    def _fill(self, seen: _Model, extra: set[tuple[str, str]]) -> dict[str, Any]:
+        """The table, measuring the base set if it is incomplete and the ``extra`` (layer, kind)
+        entries it lacks."""
+        table = self._table(seen)
+        if not self._complete(seen, table):
+            table = self._save(seen, self._measure_base(seen))
+        missing = sorted((layer, kind) for layer, kind in extra if kind not in table["layers"].get(layer, {}))
+        if missing:
+            session = self._session(seen, missing, [])
+            for key, entry in session.entries.items():
+                layer, kind = key.split("|")
+                table["layers"].setdefault(layer, {})[kind] = entry
+            table = self._save(seen, table)
         return table
 
     def estimate(self, model: nn.Module, example_input: Any, policy: Policy) -> Timing:
-        """The table's latency for ``policy``: per-layer medians at their kinds plus the
-        constant, and the per-layer IQRs added up (as if the layers' run-to-run variations moved
-        together). Measures whatever entries the table still lacks."""
+        """The table's latency for ``policy`` (docs/latency.md: the formula), and the per-layer
+        IQRs added up (as if the layers' run-to-run variations moved together). Measures the
+        table first if it is missing (``prepare`` does it before a search)."""
         seen = self._model(model, example_input)
         target = self.target or policy.target
         warn_without_vnni(target, "estimating a latency")
         kinds = {name: plan.kind(policy, target) for name, plan in seen.plans.items()}
-        wanted = set(kinds.items()) | {(name, "float") for name in seen.plans}
-        table = self._fill(seen, wanted)
-        entries = table["layers"]
-        fp32 = sum(plan.calls * entries[name]["float"]["median_ms"] for name, plan in seen.plans.items())
-        overhead = table["end_to_end_fp32"]["median_ms"] - fp32
-        median = overhead + sum(seen.plans[n].calls * entries[n][k]["median_ms"] for n, k in kinds.items())
-        iqr = sum(seen.plans[n].calls * entries[n][k]["iqr_ms"] for n, k in kinds.items())
-        return Timing(median, iqr, self.repeats)
+        table = self._fill(seen, {(name, kind) for name, kind in kinds.items() if kind not in BASE_KINDS})
+        entries, graphs = table["layers"], {g: e["median_ms"] for g, e in table["graphs"].items()}
+        plans = seen.plans
+        constant = {kind: graphs[kind] - sum(p.calls * entries[n][kind]["median_ms"] for n, p in plans.items())
+                    for kind in BASE_KINDS}
+        constant["u8u8"] = constant["u8s8"]
+        narrow, qdq8, qdq16 = (graphs["narrow"] - graphs["u8s8"], graphs["float_a8"] - graphs["float"],
+                               graphs["float_a16"] - graphs["float"])
+        total = sum(p.output_numel for p in plans.values()) or 1
+        median = iqr = 0.0
+        for name, plan in plans.items():
+            kind, act_bits = kinds[name], policy.layers[name].act_bits
+            share = plan.output_numel / total
+            median += plan.calls * entries[name][kind]["median_ms"] + share * constant[kind]
+            iqr += plan.calls * entries[name][kind]["iqr_ms"]
+            if act_bits < 8:
+                median += share * narrow
+            if kind in ("float", "dqw") and act_bits != FLOAT_BITS:
+                median += share * (qdq8 if act_bits <= 8 else qdq16)
+        return Timing(max(median, 0.0), iqr, self.repeats)
 
     def prepare(self, model: nn.Module, example_input: Any, space: SearchSpace) -> None:
-        """Fill the table's entries for uniform 8-, 16- and 32-bit policies before the search."""
-        for bits in (8, 16, FLOAT_BITS):
-            self.estimate(model, example_input, Policy.uniform(space, bits, bits))
+        """Measure the table before the search: every layer at every base kind and the
+        calibration graphs, in one session, and ``u8u8`` too when the space's policies are made
+        for ``vnni`` and this backend estimates ``portable`` files. A cached table is kept unless
+        it was measured under load or unstable (``provisional``); then it is measured again and
+        the better kept."""
+        seen = self._model(model, example_input)
+        table = self._table(seen)
+        if not self._complete(seen, table) or table.get("conditions", {}).get("provisional", True):
+            fresh = self._measure_base(seen)
+            if self._complete(seen, table) and not _preferable(fresh, table):
+                fresh = table
+            self._save(seen, fresh)
+        if self.target == "portable" and getattr(space, "target", None) == "vnni":
+            # the space's full-range 8-bit weights in a portable file: u8u8, measured now too
+            self._fill(seen, {(name, "u8u8") for name in seen.plans})
 
     def isolation(self, locked: bool) -> str:
         return "table"
