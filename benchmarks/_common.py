@@ -19,6 +19,7 @@ import torch
 
 from mpqsearch.quant.export import onnxruntime_session
 from mpqsearch.trials.latency.lut import machine
+from mpqsearch.trials.latency.lut_measure import interleaved  # noqa: F401 (the scripts take it from here)
 
 ORT_OPSET = 17
 """Opset of the FP32 file handed to ONNX Runtime's quantizer (it writes its own Q/DQ)."""
@@ -48,24 +49,6 @@ def thread_counts(spec: str) -> list[int]:
         if count not in counts:
             counts.append(count)
     return counts
-
-
-def interleaved(calls: Mapping[str, Callable[[], Any]], *, rounds: int, repeats: int,
-                warmup: int) -> dict[str, list[float]]:
-    """Milliseconds per call, the variants taking turns: ``warmup`` untimed calls of each, then
-    ``rounds`` rounds in which each variant is called ``repeats`` times in a row, so that a slow
-    spell of the machine hits every variant alike."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {label: [] for label in calls}
-    for _ in range(rounds):
-        for label, call in calls.items():
-            for _ in range(repeats):
-                start = time.perf_counter_ns()
-                call()
-                times[label].append((time.perf_counter_ns() - start) / 1e6)
-    return times
 
 
 def median_iqr(times: Sequence[float]) -> tuple[float, float]:

@@ -135,13 +135,21 @@ def time_interleaved(files: Mapping[str, tuple[Path, Any]], *, threads: int, war
         session = onnxruntime_session(path, threads=threads)
         feed = {m.name: a for m, a in zip(session.get_inputs(), _arrays(example_input), strict=True)}
         calls[key] = lambda session=session, feed=feed: session.run(None, feed)
+    return interleaved(calls, rounds=rounds, repeats=runs, warmup=warmup)
+
+
+def interleaved(calls: Mapping[str, Callable[[], Any]], *, rounds: int, repeats: int,
+                warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call, the variants taking turns: ``warmup`` untimed calls of each, then
+    ``rounds`` rounds in which each variant is called ``repeats`` times in a row, so that a slow
+    spell of the machine hits every variant alike."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
         for key, call in calls.items():
-            for _ in range(runs):
+            for _ in range(repeats):
                 start = time.perf_counter_ns()
                 call()
                 times[key].append((time.perf_counter_ns() - start) / 1e6)
