@@ -42,7 +42,7 @@ from ..progress import Progress, TrialCounts
 from ..runs import STOP_FILE, RunError, load_run
 from ..sampler_inputs import sampler_context
 from ..samplers import make_sampler
-from ..samplers.distinct import REPEAT_ATTR, recorded_trial
+from ..samplers.distinct import REPEAT_ATTR, answer_from_record, recorded_trial
 from ..setup import ExperimentSetup, build_setup
 from .base import Driver
 
@@ -126,13 +126,7 @@ def _objective(setup: ExperimentSetup) -> Callable[[optuna.Trial], list[float]]:
         trial.set_user_attr("strategy", trial.user_attrs.get("strategy", "sampler"))
         recorded = recorded_trial(trial.study, trial.number, params)
         if recorded is not None:  # evaluated before: answered from its record, spends no budget
-            trial.set_user_attr(REPEAT_ATTR, recorded.number)
-            for key in ("metrics", "timings", "latency"):
-                if key in recorded.user_attrs:
-                    trial.set_user_attr(key, recorded.user_attrs[key])
-            for name, violation in (recorded.constraints or {}).items():
-                trial.set_constraint(name, violation)
-            return list(recorded.values)
+            return answer_from_record(trial, recorded)
         try:
             outcome = setup.run_trial(params)
         except Exception as err:

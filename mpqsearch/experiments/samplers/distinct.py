@@ -67,6 +67,23 @@ def recorded_trial(study: Study, number: int, params: Mapping[str, Any]) -> Froz
     return None
 
 
+RECORD_ATTRS = ("metrics", "timings", "latency")
+"""User attributes a trial answered from a record takes from it (what a report shows)."""
+
+
+def answer_from_record(trial: Any, recorded: FrozenTrial) -> list[float]:
+    """Make ``trial`` (an ``optuna.Trial`` being run) a copy of ``recorded``'s result: marked
+    :data:`REPEAT_ATTR`, with its recorded attributes and constraints; returns its values, for
+    the objective to return or the tuner to tell."""
+    trial.set_user_attr(REPEAT_ATTR, recorded.number)
+    for key in RECORD_ATTRS:
+        if key in recorded.user_attrs:
+            trial.set_user_attr(key, recorded.user_attrs[key])
+    for name, violation in (recorded.constraints or {}).items():
+        trial.set_constraint(name, violation)
+    return list(recorded.values)
+
+
 def derived_seed(seed: int, number: int, salt: str = "") -> int:
     """A 32-bit seed from the experiment seed, the trial number and a salt (stable across
     processes and Python versions, unlike ``hash``)."""

@@ -33,7 +33,7 @@ from nni.tuner import Tuner
 from mpqsearch.experiments.config import Algorithm
 from mpqsearch.experiments.drivers.nni_tuners.handed_out import HandedOut, params_key
 from mpqsearch.experiments.samplers import SamplerContext, make_sampler
-from mpqsearch.experiments.samplers.distinct import REPEAT_ATTR, recorded_trial
+from mpqsearch.experiments.samplers.distinct import answer_from_record, recorded_trial
 from mpqsearch.objectives import Constraint
 
 _logger = logging.getLogger("mpqsearch.tuners")
@@ -186,10 +186,7 @@ class MultiObjectiveTuner(Tuner):
                 break
             recorded = recorded_trial(self.study, trial.number, trial.params)
             if recorded is not None:  # evaluated before: the sampler learns its record, NNI runs nothing
-                trial.set_user_attr(REPEAT_ATTR, recorded.number)
-                for name, violation in (recorded.constraints or {}).items():
-                    trial.set_constraint(name, violation)
-                self.study.tell(trial, list(recorded.values))
+                self.study.tell(trial, answer_from_record(trial, recorded))
             else:  # running now: drop it, ask again
                 trial.set_user_attr("duplicate", True)
                 self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
